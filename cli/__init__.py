@@ -1,0 +1,1 @@
+"""The ``tfuad`` command line (installed as ``tfuad.cli``)."""

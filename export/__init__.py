@@ -1,0 +1,1 @@
+"""SavedModel export with TF-Serving signatures (installed as ``tfuad.export``)."""

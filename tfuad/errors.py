@@ -1,0 +1,58 @@
+"""Typed errors with one-line messages that name the file and the problem.
+
+Every error raised for bad user input derives from :class:`TfuadError`; the CLI
+prints ``str(err)`` on one line and exits non-zero.
+"""
+from __future__ import annotations
+
+import os
+
+
+class TfuadError(Exception):
+    """Base class of all errors caused by user input or configuration."""
+
+
+class DataError(TfuadError, ValueError):
+    """A problem with one input file.
+
+    Args:
+        path: The offending file (or folder).
+        problem: What is wrong with it, as a short phrase.
+    """
+
+    def __init__(self, path, problem: str):
+        self.path = os.fspath(path) if path is not None else None
+        self.problem = " ".join(str(problem).split())  # keep it on one line
+        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
+
+
+class CorruptFileError(DataError):
+    """The file is missing, unreadable, truncated or not a NIfTI image."""
+
+
+class DimensionError(DataError):
+    """The image does not have the required number of dimensions."""
+
+
+class NonFiniteError(DataError):
+    """The image contains NaN or infinite voxels."""
+
+
+class GeometryMismatchError(DataError):
+    """A mask or label volume does not share its image's shape or affine."""
+
+
+class EmptyMaskError(DataError):
+    """A brain mask has no non-zero voxel."""
+
+
+class MissingModalityError(DataError):
+    """A subject lacks the requested modality (or lesion labels)."""
+
+
+class DatasetError(DataError):
+    """A dataset folder or manifest cannot be used as asked."""
+
+
+class ConfigError(TfuadError, ValueError):
+    """An unknown model name, option value or an inconsistent run directory."""

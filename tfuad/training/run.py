@@ -1,0 +1,112 @@
+"""The run directory: everything a trained model needs later, in one folder.
+
+Layout::
+
+    RUN_DIR/config.json          model name and arguments, preprocessing, intensity
+                                 statistics, data and training settings, version
+    RUN_DIR/model.keras          the trained model (Keras format)
+    RUN_DIR/history.csv          one row of loss terms per epoch
+    RUN_DIR/checkpoints/         last epoch's weights + optimiser state (for --resume)
+    RUN_DIR/logs/                TensorBoard logs
+    RUN_DIR/calibration.json     thresholds (and λ) written by ``tfuad calibrate``
+
+Example:
+    >>> run = RunDir("runs/svae")             # doctest: +SKIP
+    >>> model = run.load_model()              # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tfuad.data.nifti import atomic_path
+from tfuad.errors import ConfigError
+
+__all__ = ["RunDir", "write_json", "read_json"]
+
+
+def write_json(obj, path) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return Path(path)
+
+
+def read_json(path):
+    """Read a JSON file; a missing or broken file is a :class:`ConfigError` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+
+
+def _jsonable(obj):
+    import numpy as np
+
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class RunDir:
+    """Paths and loaders of one training run.
+
+    Args:
+        path: The run directory.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.json")
+    model_path = property(lambda self: self.path / "model.keras")
+    history_path = property(lambda self: self.path / "history.csv")
+    checkpoint_dir = property(lambda self: self.path / "checkpoints")
+    state_path = property(lambda self: self.path / "checkpoints" / "state.json")
+    log_dir = property(lambda self: self.path / "logs")
+    calibration_path = property(lambda self: self.path / "calibration.json")
+
+    def exists(self) -> bool:
+        """True when the folder holds a run (a config)."""
+        return self.config_path.is_file()
+
+    def is_empty(self) -> bool:
+        return not self.path.exists() or not any(self.path.iterdir())
+
+    def config(self) -> dict:
+        """The run's ``config.json``."""
+        if not self.exists():
+            raise ConfigError(f"{self.path}: not a tfuad run directory (no config.json)")
+        return read_json(self.config_path)
+
+    def require_model(self) -> Path:
+        if not self.model_path.is_file():
+            raise ConfigError(f"{self.path}: holds no trained model (model.keras); finish or resume training first")
+        return self.model_path
+
+    def load_model(self, compile: bool = False):
+        """Load the trained model (custom classes are registered on import)."""
+        import keras
+
+        import tfuad.models as zoo
+
+        zoo.model_class(self.config()["model"])  # imports and registers the class
+        return keras.models.load_model(self.require_model(), compile=compile)
+
+    def preprocess_config(self):
+        """The :class:`~tfuad.data.preprocessing.PreprocessConfig` the model was trained with."""
+        from tfuad.data.preprocessing import PreprocessConfig
+
+        return PreprocessConfig.from_dict(self.config()["preprocess"])
+
+    def intensity_stats(self) -> dict:
+        return self.config().get("intensity_stats") or {}
