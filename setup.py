@@ -29,6 +29,7 @@ setup(
         "matplotlib>=3.8",
         "nilearn>=0.11",
         "tqdm>=4.66",
+        "tensorboard>=2.19",
     ],
     extras_require={
         "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6"],

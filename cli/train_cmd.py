@@ -21,6 +21,12 @@ def _parse_option(ctx, param, values):
     return out
 
 
+def _check_size(ctx, param, value):
+    if value < 32 or value % 32:
+        raise click.BadParameter(f"{value} is not a multiple of 32 (use 128 or 256)", ctx=ctx, param=param)
+    return value
+
+
 @click.command("train")
 @click.argument("model", type=click.Choice(MODEL_NAMES, case_sensitive=False))
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True),
@@ -32,8 +38,8 @@ def _parse_option(ctx, param, values):
               help="Assign train/calib/test splits from a named protocol (e.g. brats-healthy-slices).")
 @click.option("--epochs", default=150, show_default=True, help="Epochs (paper: 150; use a few for quick runs).")
 @click.option("--batch-size", default=8, show_default=True, help="Slices per batch (paper: 8).")
-@click.option("--image-size", type=click.Choice(["128", "256"]), default="128", show_default=True,
-              help="Side of the square slices.")
+@click.option("--image-size", type=int, default=128, show_default=True, callback=_check_size,
+              help="Side of the square slices: 128 or 256 as in the papers (any multiple of 32 works).")
 @click.option("--normalization", type=click.Choice(["percentile", "zscore"]), default=None,
               help="Intensity normalisation [default: zscore for vae/gmvae (Chen), percentile for the others (Baur)].")
 @click.option("--seed", default=0, show_default=True, help="Seed for weights, shuffling and augmentation.")
@@ -77,7 +83,7 @@ def train(model, data_path, modality, run_dir, protocol, epochs, batch_size, ima
     if protocol:
         dataset = dataset.with_protocol(protocol)
     config = TrainConfig(model=model.lower(), modality=modality.lower(), epochs=epochs, batch_size=batch_size,
-                         image_size=int(image_size), seed=seed, normalization=normalization, model_kwargs=kwargs,
+                         image_size=image_size, seed=seed, normalization=normalization, model_kwargs=kwargs,
                          augment=augment, strategy=strategy)
     run_training(run_dir, dataset, config, resume=resume, overwrite=overwrite, log=click.echo)
     click.echo(f"saved {run_dir}/model.keras")

@@ -13,3 +13,34 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """A small demo dataset (3 train, 1 calib, 2 test subjects), made once per test session."""
+    from tfuad.data.demo import make_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo") / "data"
+    make_demo_dataset(out, seed=3, n_train=3, n_calib=1, n_test=2)
+    return out
+
+
+#: Model options that keep the end-to-end runs CPU-sized (the architecture is the paper's, narrower).
+TINY_SAE = ("-O", "base_filters=8", "-O", "max_filters=16")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, demo_data):
+    """A spatial AE trained for two short epochs on the demo data, calibrated for residual maps."""
+    from click.testing import CliRunner
+
+    from tfuad.cli.main import main
+
+    run = tmp_path_factory.mktemp("runs") / "sae"
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "sae", "--data", str(demo_data), "--out", str(run), "--epochs", "2",
+                                  "--image-size", "64", "--batch-size", "16", *TINY_SAE])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["calibrate", str(run), "--data", str(demo_data)])
+    assert result.exit_code == 0, result.output
+    return run

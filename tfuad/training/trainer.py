@@ -9,7 +9,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import shutil
@@ -132,12 +131,12 @@ def _strategy(name):
     raise ConfigError(f"unknown strategy {name!r}; choose default, mirrored or multiworker")
 
 
-def _model_kwargs(cls, config: TrainConfig):
-    params = inspect.signature(cls.__init__).parameters
-    unknown = [k for k in config.model_kwargs if k not in params or params[k].kind is params[k].VAR_KEYWORD]
-    if unknown:
-        raise ConfigError(f"model {config.model!r} does not take option(s): {', '.join(unknown)}")
-    return {"image_size": config.image_size, **config.model_kwargs}
+def build_configured_model(cls, name: str, kwargs: dict):
+    """Instantiate a model; a bad constructor option becomes a one-line :class:`ConfigError`."""
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model {name!r}: {' '.join(str(err).split())}") from None
 
 
 def _check_run_dir(run: RunDir, resume: bool, overwrite: bool):
@@ -150,7 +149,6 @@ def _check_run_dir(run: RunDir, resume: bool, overwrite: bool):
     if run.exists():
         if not overwrite:
             raise ConfigError(f"{run.path}: holds another run; pass --resume to continue it or --overwrite to replace it")
-        shutil.rmtree(run.path)
     elif not run.is_empty():
         raise ConfigError(f"{run.path}: folder is not empty and is not a tfuad run; choose another --out")
 
@@ -192,7 +190,11 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
     else:
         pconfig = PreprocessConfig(image_size=config.image_size, normalization=config.resolved_normalization())
     cls = model_class(config.model)
-    kwargs = _model_kwargs(cls, config)
+    kwargs = {"image_size": config.image_size, **config.model_kwargs}
+    strategy, chief = _strategy(config.strategy)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_configured_model(cls, config.model, kwargs)
     if config.modality not in dataset.modalities:
         raise DatasetError(dataset.root, f"has no {config.modality!r} images (it has: {', '.join(dataset.modalities)})")
 
@@ -211,6 +213,8 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
     log(f"{len(x_train)} healthy training slices from {len(prepared)} subjects"
         + (f", {len(x_val)} validation slices" if len(x_val) else ""))
 
+    if overwrite and run.exists():  # only now that everything is validated
+        shutil.rmtree(run.path)
     run.path.mkdir(parents=True, exist_ok=True)
     if not resume:
         write_json({
@@ -226,13 +230,10 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
             "tfuad_version": tfuad.__version__,
         }, run.config_path)
 
-    keras.utils.set_random_seed(config.seed)
-    strategy, chief = _strategy(config.strategy)
     train_ds = slice_dataset(x_train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
                              augment=config.augment)
     val_ds = slice_dataset(x_val, batch_size=config.batch_size, shuffle=False) if len(x_val) else None
     with strategy.scope():
-        model = cls(**kwargs)
         model.compile()
         model.build_for_inference()
     history, initial_epoch = [], 0
@@ -248,7 +249,7 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
         verbose = 1 if sys.stdout.isatty() else 2
     if initial_epoch < config.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=verbose)
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
     if chief:
         from tfuad.data.nifti import atomic_path
 

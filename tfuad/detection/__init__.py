@@ -1,0 +1,1 @@
+"""Anomaly maps: reconstruction residuals and MAP-TV restoration."""

@@ -1,0 +1,397 @@
+"""Thresholds calibrated on healthy data, and the :class:`Calibration` record.
+
+Two rules from the papers, both using only healthy (lesion-free) voxels:
+
+* Baur et al. (2018): the 98th percentile of the post-processed residuals of
+  healthy brain voxels (:func:`percentile_threshold`);
+* Chen et al. (2020): the smallest threshold whose false-positive rate on
+  healthy brain voxels does not exceed a limit, e.g. 1 %, 5 % or 10 %
+  (:func:`fpr_threshold`).
+
+Voxels are labelled anomalous when ``score > threshold``. FPR thresholds are
+exact on the calibration values: they are values of the data, so with float32
+score maps they compare exactly at detection time.
+
+Example:
+    >>> import numpy as np
+    >>> healthy = np.arange(100.0)
+    >>> cal = calibrate([healthy[:50], healthy[50:]], method="ae", fprs=(0.05,))
+    >>> cal.threshold_for(fpr=0.05), cal.threshold_for(percentile=98)
+    (94.0, 97.02)
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfuad.data.nifti import atomic_path
+from tfuad.errors import ConfigError, DataError
+
+__all__ = [
+    "DEFAULT_FPRS",
+    "percentile_threshold",
+    "fpr_threshold",
+    "fpr_thresholds",
+    "brain_values",
+    "pool_values",
+    "fpr_key",
+    "percentile_key",
+    "Calibration",
+    "calibrate",
+]
+
+#: FPR limits of Chen et al. (2020).
+DEFAULT_FPRS = (0.01, 0.05, 0.10)
+
+
+def pool_values(values) -> np.ndarray:
+    """Concatenate healthy score values into one finite 1D array.
+
+    Parameters
+    ----------
+    values : array_like or iterable of array_like
+        One array, or an iterable (e.g. a generator over subjects) of arrays of
+        any shape; each is flattened. Floating dtypes are kept (float32 maps
+        stay float32), other dtypes become float64.
+
+    Returns
+    -------
+    numpy.ndarray, 1D
+
+    Raises
+    ------
+    ValueError
+        If there are no values or some are NaN/Inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pool_values(iter([np.ones((2, 2), np.float32), np.zeros(3, np.float32)])).shape
+    (7,)
+    """
+    if isinstance(values, np.ndarray):
+        parts = [values]
+    elif isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
+        parts = [np.asarray(v) for v in values]
+        if parts and all(p.ndim == 0 for p in parts):  # a plain list of numbers
+            parts = [np.asarray(parts)]
+    else:
+        parts = [np.asarray(values)]
+    parts = [p.ravel() for p in parts]
+    if not parts:
+        raise ValueError("no healthy values to calibrate on (empty input)")
+    pooled = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if pooled.size == 0:
+        raise ValueError("no healthy values to calibrate on (empty input)")
+    if not (np.issubdtype(pooled.dtype, np.floating) or np.issubdtype(pooled.dtype, np.integer)
+            or pooled.dtype == bool):
+        raise ValueError(f"healthy values must be real-valued, got dtype {pooled.dtype}")
+    if not np.issubdtype(pooled.dtype, np.floating):
+        pooled = pooled.astype(np.float64)
+    finite = np.isfinite(pooled)
+    if not finite.all():
+        raise ValueError(f"healthy values contain {int((~finite).sum())} NaN/Inf entries")
+    return pooled
+
+
+def brain_values(score_map, brain_mask) -> np.ndarray:
+    """Score values of the voxels inside a mask, for calibration.
+
+    Parameters
+    ----------
+    score_map : array_like
+        Post-processed score map of a healthy subject.
+    brain_mask : array_like of bool
+        Voxels that count as healthy brain (same shape).
+
+    Returns
+    -------
+    numpy.ndarray, 1D, same dtype as ``score_map``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> brain_values(np.arange(4.0).reshape(2, 2), [[True, False], [False, True]])
+    array([0., 3.])
+    """
+    score_map = np.asarray(score_map)
+    brain_mask = np.asarray(brain_mask)
+    if score_map.shape != brain_mask.shape:
+        raise ValueError(f"brain mask shape {brain_mask.shape} differs from score map shape {score_map.shape}")
+    return score_map[brain_mask.astype(bool, copy=False)]
+
+
+def _check_fpr(fpr) -> float:
+    if isinstance(fpr, bool) or not isinstance(fpr, numbers.Real) or not 0.0 <= fpr < 1.0:
+        raise ValueError(f"FPR limit must be a number in [0, 1), got {fpr!r}")
+    return float(fpr)
+
+
+def _max_false_positives(n: int, fpr: float) -> int:
+    """Largest ``k`` with ``k / n <= fpr`` (evaluated in floating point, as checked)."""
+    k = min(int(math.floor(fpr * n)), n - 1)
+    while k + 1 <= n - 1 and (k + 1) / n <= fpr:
+        k += 1
+    while k > 0 and k / n > fpr:
+        k -= 1
+    return k
+
+
+def percentile_threshold(healthy_values, q: float = 98.0) -> float:
+    """The ``q``-th percentile of healthy values (Baur et al. 2018 use ``q=98``).
+
+    Computed with :func:`numpy.percentile` (linear interpolation).
+
+    Parameters
+    ----------
+    healthy_values : array_like or iterable of array_like
+        See :func:`pool_values`.
+    q : float, optional
+        Percentile in [0, 100].
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> percentile_threshold(range(101), q=98)
+    98.0
+    """
+    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile must be a number in [0, 100], got {q!r}")
+    return float(np.percentile(pool_values(healthy_values), q))
+
+
+def fpr_thresholds(healthy_values, fprs=DEFAULT_FPRS) -> dict:
+    """Smallest thresholds meeting several FPR limits on healthy values.
+
+    For each limit ``f`` the result ``t`` is the smallest real number such
+    that the fraction of healthy values strictly greater than ``t`` is at most
+    ``f``. It is always one of the values (the ``k+1``-th largest, where ``k``
+    is the number of false positives allowed), so ties are handled exactly:
+    ``t`` meets the limit on the calibration data, and any smaller number
+    does not. Thresholds are non-increasing as the limit grows.
+
+    Parameters
+    ----------
+    healthy_values : array_like or iterable of array_like
+        See :func:`pool_values`.
+    fprs : sequence of float, optional
+        Limits in [0, 1). ``0`` gives the maximum value.
+
+    Returns
+    -------
+    dict
+        ``{fpr: threshold}`` with float keys and values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> values = np.array([0, 1, 1, 1, 2, 3, 4, 5, 6, 9], np.float32)
+    >>> fpr_thresholds(values, fprs=(0.1, 0.5, 0.7))
+    {0.1: 6.0, 0.5: 2.0, 0.7: 1.0}
+    """
+    fprs = [_check_fpr(f) for f in fprs]
+    if not fprs:
+        raise ValueError("no FPR limit given")
+    values = pool_values(healthy_values)
+    n = values.size
+    index = {f: n - 1 - _max_false_positives(n, f) for f in fprs}
+    ranked = np.partition(values, sorted(set(index.values())))
+    return {f: float(ranked[i]) for f, i in index.items()}
+
+
+def fpr_threshold(healthy_values, fpr: float) -> float:
+    """Smallest threshold whose FPR on healthy values is at most ``fpr``.
+
+    See :func:`fpr_thresholds` (Chen et al. 2020, Section 2.2.3).
+
+    Examples
+    --------
+    >>> fpr_threshold(range(100), fpr=0.05)
+    94.0
+    """
+    return fpr_thresholds(healthy_values, (fpr,))[_check_fpr(fpr)]
+
+
+def _number_key(value: float) -> str:
+    return format(float(value), ".10g")
+
+
+def fpr_key(fpr: float) -> str:
+    """Name of an FPR threshold in :attr:`Calibration.thresholds`, e.g. ``"fpr@0.01"``."""
+    return f"fpr@{_number_key(_check_fpr(fpr))}"
+
+
+def percentile_key(q: float) -> str:
+    """Name of a percentile threshold in :attr:`Calibration.thresholds`, e.g. ``"p98"``."""
+    return f"p{_number_key(q)}"
+
+
+@dataclass
+class Calibration:
+    """Thresholds of one model, calibrated on healthy data.
+
+    Attributes
+    ----------
+    method : str
+        What produced the score maps (model name, ``"map-tv"``, ...).
+    thresholds : dict
+        ``{"p98": t, "fpr@0.01": t, ...}``, see :func:`fpr_key` and
+        :func:`percentile_key`.
+    n_voxels : int
+        Number of healthy values the thresholds were computed from.
+    subject_ids : list of str
+        Calibration subjects.
+    postprocess : dict
+        The :class:`~tfuad.postprocessing.PostprocessConfig` (as a dict) the
+        calibration maps were processed with; detection must use the same.
+    extra : dict
+        Other calibrated settings, e.g. ``{"lambda": 2.4}`` for MAP-TV.
+
+    Examples
+    --------
+    >>> cal = Calibration("ae", {"p98": 0.3, "fpr@0.05": 0.25}, n_voxels=1000)
+    >>> cal.threshold_for(fpr=0.05)
+    0.25
+    """
+
+    method: str
+    thresholds: dict
+    n_voxels: int
+    subject_ids: list = field(default_factory=list)
+    postprocess: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.method, str) or not self.method:
+            raise ConfigError(f"calibration method must be a non-empty string, got {self.method!r}")
+        if not isinstance(self.thresholds, Mapping) or not self.thresholds:
+            raise ConfigError("calibration has no thresholds")
+        bad = {k: v for k, v in self.thresholds.items()
+               if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)}
+        if bad:
+            raise ConfigError(f"calibration thresholds must be finite numbers, got {bad}")
+        self.thresholds = {str(k): float(v) for k, v in self.thresholds.items()}
+        self.n_voxels = int(self.n_voxels)
+        self.subject_ids = [str(s) for s in self.subject_ids]
+        self.postprocess = dict(self.postprocess)
+        self.extra = dict(self.extra)
+
+    @property
+    def fprs(self) -> list:
+        """The calibrated FPR limits, ascending."""
+        return sorted(float(k[4:]) for k in self.thresholds if k.startswith("fpr@"))
+
+    def threshold_for(self, *, fpr: float | None = None, percentile: float | None = None) -> float:
+        """The threshold calibrated for an FPR limit or a percentile (give exactly one).
+
+        Raises
+        ------
+        tfuad.errors.ConfigError
+            If that limit or percentile was not calibrated.
+        """
+        if (fpr is None) == (percentile is None):
+            raise ValueError("give exactly one of fpr= or percentile=")
+        key = fpr_key(fpr) if fpr is not None else percentile_key(percentile)
+        if key not in self.thresholds:
+            what = f"FPR limit {fpr:g}" if fpr is not None else f"percentile {percentile:g}"
+            raise ConfigError(f"{what} was not calibrated for {self.method!r}; "
+                              f"calibrated thresholds: {', '.join(sorted(self.thresholds))}")
+        return self.thresholds[key]
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable ``dict``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Calibration":
+        """Inverse of :meth:`to_dict`."""
+        missing = [k for k in ("method", "thresholds", "n_voxels") if k not in data]
+        if missing:
+            raise ConfigError(f"calibration lacks field(s) {missing}")
+        unknown = sorted(set(data) - {"method", "thresholds", "n_voxels", "subject_ids", "postprocess", "extra"})
+        if unknown:
+            raise ConfigError(f"calibration has unknown field(s) {unknown}")
+        return cls(**data)
+
+    def to_json(self, path) -> Path:
+        """Write the calibration to ``path`` atomically; returns the path."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text + "\n", encoding="utf-8")
+        return Path(path)
+
+    @classmethod
+    def from_json(cls, path) -> "Calibration":
+        """Read a file written by :meth:`to_json`.
+
+        Raises
+        ------
+        tfuad.errors.DataError
+            If the file is missing, not JSON, or not a calibration.
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise DataError(path, "no such calibration file")
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(path, f"not a readable JSON calibration ({type(err).__name__}: {err})") from err
+        if not isinstance(data, dict):
+            raise DataError(path, "not a calibration (JSON object expected)")
+        try:
+            return cls.from_dict(data)
+        except (ConfigError, TypeError) as err:
+            raise DataError(path, f"not a valid calibration: {err}") from err
+
+
+def calibrate(healthy_values, *, method: str, fprs=DEFAULT_FPRS, percentiles=(98.0,),
+              subject_ids=(), postprocess: Mapping | None = None, extra: Mapping | None = None) -> Calibration:
+    """Compute percentile and FPR-limited thresholds from healthy values.
+
+    All values are kept (no subsampling), so the FPR guarantee is exact on the
+    calibration data; pass float32 brain values (about 1.5 M per BraTS volume).
+
+    Parameters
+    ----------
+    healthy_values : array_like or iterable of array_like
+        Post-processed scores of healthy brain voxels, e.g. a generator of
+        :func:`brain_values` over calibration subjects.
+    method : str
+        Name stored in the calibration.
+    fprs : sequence of float, optional
+        FPR limits (Chen et al. 2020).
+    percentiles : sequence of float, optional
+        Percentiles (Baur et al. 2018 use 98).
+    subject_ids : sequence of str, optional
+    postprocess : dict, optional
+        ``PostprocessConfig.to_dict()`` of the maps.
+    extra : dict, optional
+        Other calibrated settings.
+
+    Returns
+    -------
+    Calibration
+
+    Examples
+    --------
+    >>> cal = calibrate([[0.0, 1.0, 2.0, 3.0]], method="vae", fprs=(0.25,), percentiles=())
+    >>> cal.thresholds
+    {'fpr@0.25': 2.0}
+    """
+    values = pool_values(healthy_values)
+    thresholds = {percentile_key(q): percentile_threshold(values, q) for q in percentiles}
+    if fprs:
+        thresholds.update({fpr_key(f): t for f, t in fpr_thresholds(values, fprs).items()})
+    return Calibration(method=method, thresholds=thresholds, n_voxels=values.size,
+                       subject_ids=list(subject_ids), postprocess=dict(postprocess or {}),
+                       extra=dict(extra or {}))

@@ -1,0 +1,467 @@
+"""Report figures written as PNG files (matplotlib, Agg canvas, no pyplot state).
+
+* :func:`plot_roc_pr`: ROC and precision-recall curves of several methods
+  (Chen et al. 2020, Fig. 4);
+* :func:`plot_dice_vs_lesion_size`: per-subject Dice against lesion volume
+  (Chen et al. 2020, Fig. 7);
+* :func:`plot_example_grid`: input, reconstruction, residual and
+  segmentations of a few slices (Baur et al. 2018, Fig. 5; Chen et al. 2020,
+  Fig. 5);
+* :func:`plot_overlay`: an anomaly map and a segmentation over one slice;
+* :func:`plot_detection_overview`: input, anomaly map and segmentation of a
+  volume on a few axial slices.
+
+Slices are axial cuts ``data[:, :, z]`` of canonical RAS+ volumes
+(see :mod:`tfuad.data.nifti`); :func:`axial_to_display` is the one place where
+they are oriented for display. Every function writes its PNG atomically and
+returns the path.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> rng = np.random.default_rng(0)
+    >>> truth = rng.random(500) < 0.1
+    >>> scores = rng.random(500) + truth
+    >>> out = plot_roc_pr({"ae": (scores, truth)}, os.path.join(tempfile.mkdtemp(), "roc.png"))
+    >>> out.name
+    'roc.png'
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from itertools import cycle
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from tfuad.data.nifti import atomic_path
+from tfuad.metrics.segmentation import curve_points
+
+__all__ = [
+    "axial_to_display",
+    "plot_roc_pr",
+    "plot_dice_vs_lesion_size",
+    "plot_example_grid",
+    "plot_overlay",
+    "plot_detection_overview",
+]
+
+#: Resolution of the written PNG files.
+DPI = 100
+#: Colour maps of non-binary grid columns other than grey.
+DEFAULT_CMAPS = {"residual": "inferno"}
+#: Colours of the contours drawn for binary columns, in column order.
+CONTOUR_COLOURS = ("red", "lime", "cyan", "yellow", "magenta", "orange")
+
+
+def axial_to_display(slice2d) -> np.ndarray:
+    """Orient an axial slice ``data[:, :, z]`` of a RAS+ volume for display.
+
+    The slice's rows run left to right and its columns posterior to anterior;
+    :func:`numpy.rot90` turns it so anterior is up and the patient's left is
+    on the left of the image (the neurological convention of nilearn and
+    FSLeyes' default).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = np.zeros((3, 2)); s[0, 1] = 1      # left-most row, anterior column
+    >>> axial_to_display(s)
+    array([[1., 0., 0.],
+           [0., 0., 0.]])
+    """
+    slice2d = np.asarray(slice2d)
+    if slice2d.ndim != 2:
+        raise ValueError(f"an axial slice must be 2D, got shape {slice2d.shape}")
+    return np.rot90(slice2d)
+
+
+def _check_png(out_png) -> Path:
+    out = Path(out_png)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"{out}: figures are written as PNG; the file name must end in .png")
+    return out
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out: Path) -> Path:
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return out
+
+
+def _slice(array, what: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2 or array.size == 0:
+        raise ValueError(f"{what} must be a non-empty 2D slice, got shape {array.shape}")
+    if array.dtype != bool and not np.isfinite(array).all():
+        raise ValueError(f"{what} contains NaN/Inf values")
+    return array
+
+
+def _draw_contour(ax, mask2d: np.ndarray, colour: str) -> None:
+    """Outline a displayed binary mask (nothing to draw when it is empty or full)."""
+    if mask2d.any() and not mask2d.all():
+        ax.contour(mask2d.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.0)
+
+
+def _blank_axes(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _curve(name: str, curve, max_points: int) -> Mapping:
+    if isinstance(curve, Mapping):
+        missing = [k for k in ("fpr", "tpr", "recall", "precision") if k not in curve]
+        if missing:
+            raise ValueError(f"curve {name!r} lacks {missing}; give (scores, truth) or curve_points(...)")
+        return curve
+    if isinstance(curve, Sequence) and len(curve) == 2:
+        return curve_points(curve[0], curve[1], max_points)
+    raise ValueError(f"curve {name!r} must be (scores, truth) or a dict of points, got {type(curve).__name__}")
+
+
+def plot_roc_pr(curves: Mapping, out_png, *, title: str | None = None, max_points: int = 2000) -> Path:
+    """ROC (left) and precision-recall (right) curves of several methods.
+
+    Parameters
+    ----------
+    curves : dict
+        ``{name: (scores, truth)}`` (e.g. from
+        :func:`~tfuad.metrics.pool_brain_voxels`) or ``{name: points}`` with
+        points from :func:`~tfuad.metrics.curve_points` (``auroc``, ``auprc``
+        and ``prevalence`` are shown when present).
+    out_png : path
+    title : str, optional
+    max_points : int, optional
+        Points kept per curve when computed here.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> truth = np.arange(100) < 10
+    >>> scores = np.linspace(0, 1, 100)[::-1] + 0.3 * (np.arange(100) % 3)
+    >>> plot_roc_pr({"vae": (scores, truth)}, os.path.join(tempfile.mkdtemp(), "c.png")).suffix
+    '.png'
+    """
+    out = _check_png(out_png)
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError("no curves to plot")
+    points = {str(name): _curve(str(name), c, max_points) for name, c in curves.items()}
+    fig = _new_figure(10.0, 4.6)
+    roc_ax, pr_ax = fig.subplots(1, 2)
+    for name, p in points.items():
+        auroc = f" (AUROC {p['auroc']:.3f})" if "auroc" in p else ""
+        auprc = f" (AUPRC {p['auprc']:.3f})" if "auprc" in p else ""
+        roc_ax.plot(p["fpr"], p["tpr"], label=name + auroc)
+        pr_ax.plot(p["recall"], p["precision"], label=name + auprc)
+    roc_ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
+    prevalences = {round(float(p["prevalence"]), 12) for p in points.values() if "prevalence" in p}
+    if len(prevalences) == 1 and all("prevalence" in p for p in points.values()):
+        prevalence = prevalences.pop()
+        pr_ax.axhline(prevalence, color="k", linestyle="--", linewidth=0.8, label=f"chance ({prevalence:.3g})")
+    roc_ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.01),
+               title="ROC")
+    pr_ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), title="Precision-recall")
+    for ax in (roc_ax, pr_ax):
+        ax.legend(loc="best", fontsize="small")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def plot_dice_vs_lesion_size(rows: Sequence[Mapping], out_png, *, metric: str = "dice",
+                             title: str | None = None) -> Path:
+    """Scatter plot of a per-subject metric against lesion volume (voxels).
+
+    The size axis is logarithmic when sizes span a factor of 10 or more.
+
+    Subjects without lesion voxels have no Dice and are left out (their count
+    is given in the title); a dashed line marks the mean.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Rows of :func:`~tfuad.metrics.per_subject_metrics` with
+        ``lesion_voxels``, ``metric`` and optionally ``subject`` (used as
+        point labels when there are at most 20 points).
+    out_png : path
+    metric : str, optional
+    title : str, optional
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> rows = [{"subject": "a", "dice": 0.4, "lesion_voxels": 900},
+    ...         {"subject": "b", "dice": 0.7, "lesion_voxels": 40000}]
+    >>> plot_dice_vs_lesion_size(rows, os.path.join(tempfile.mkdtemp(), "d.png")).name
+    'd.png'
+    """
+    out = _check_png(out_png)
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        if "lesion_voxels" not in row or metric not in row:
+            raise ValueError(f"row {i} lacks 'lesion_voxels' or {metric!r}")
+    lesion_rows = [r for r in rows if r["lesion_voxels"] > 0 and math.isfinite(r[metric])]
+    if not lesion_rows:
+        raise ValueError(f"no subject with lesion voxels and a finite {metric!r} to plot")
+    sizes = np.array([r["lesion_voxels"] for r in lesion_rows], float)
+    values = np.array([r[metric] for r in lesion_rows], float)
+    fig = _new_figure(5.5, 4.2)
+    ax = fig.subplots()
+    ax.scatter(sizes, values, s=22, zorder=3)
+    ax.axhline(values.mean(), color="k", linestyle="--", linewidth=0.8, label=f"mean {values.mean():.3f}")
+    if len(lesion_rows) <= 20:
+        for r, x, y in zip(lesion_rows, sizes, values):
+            if r.get("subject") is not None:
+                ax.annotate(str(r["subject"]), (x, y), fontsize="x-small", xytext=(3, 3),
+                            textcoords="offset points")
+    if sizes.max() >= 10 * sizes.min():                     # sizes spanning decades
+        ax.set_xscale("log")
+    ax.margins(x=0.15)
+    ax.set(xlabel="lesion size (voxels)", ylabel=metric)
+    if values.min() >= 0.0 and values.max() <= 1.0:          # Dice, rates: show the whole range
+        ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    left_out = len(rows) - len(lesion_rows)
+    ax.set_title((title or f"{metric} vs lesion size")
+                 + (f"\n({left_out} subject(s) without lesion or {metric} not shown)" if left_out else ""),
+                 fontsize="medium")
+    return _save(fig, out)
+
+
+def plot_example_grid(rows_of_slices: Sequence[Mapping], out_png,
+                      columns: Sequence[str] = ("input", "reconstruction", "residual", "segmentation",
+                                                "ground truth"),
+                      *, row_labels: Sequence[str] | None = None, cmaps: Mapping | None = None,
+                      title: str | None = None) -> Path:
+    """Paper-style grid: one row per slice, one column per image kind.
+
+    Boolean columns (segmentations, ground truth) are drawn as coloured
+    contours over the first column's image; other columns are images: grey
+    ones share the intensity window of the first column of their row (so
+    input and reconstruction are comparable), columns with a colour map in
+    ``cmaps`` (default: ``residual`` in ``inferno``) share one range across
+    rows, from 0 (negative scores shown as 0) to the largest value.
+
+    Parameters
+    ----------
+    rows_of_slices : sequence of dict
+        ``{column: 2D array}`` per row, arrays being axial slices
+        ``data[:, :, z]`` (oriented by :func:`axial_to_display`); masks as
+        ``bool`` arrays.
+    out_png : path
+    columns : sequence of str, optional
+        Keys to show, in order; the first is the background image.
+    row_labels : sequence of str, optional
+        One label per row (e.g. subject and slice).
+    cmaps : dict, optional
+        Colour maps of non-binary columns, updating :data:`DEFAULT_CMAPS`.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> x = np.random.default_rng(0).random((32, 32)); seg = x > 0.9
+    >>> row = {"input": x, "reconstruction": x, "residual": x, "segmentation": seg, "ground truth": seg}
+    >>> plot_example_grid([row], os.path.join(tempfile.mkdtemp(), "g.png")).name
+    'g.png'
+    """
+    out = _check_png(out_png)
+    rows = list(rows_of_slices)
+    columns = list(columns)
+    if not rows or not columns:
+        raise ValueError("the grid needs at least one row and one column")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
+    cmaps = {**DEFAULT_CMAPS, **(cmaps or {})}
+    grid = []
+    for i, row in enumerate(rows):
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise ValueError(f"row {i} lacks column(s) {missing}")
+        cells = {c: _slice(row[c], f"row {i} column {c!r}") for c in columns}
+        shapes = {c: a.shape for c, a in cells.items()}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"row {i} has slices of different shapes: {shapes}")
+        if cells[columns[0]].dtype == bool:
+            raise ValueError(f"the first column {columns[0]!r} is the background image and cannot be a mask")
+        grid.append({c: axial_to_display(a) for c, a in cells.items()})
+    mask_columns = [c for c in columns if all(r[c].dtype == bool for r in grid)]
+    mixed = [c for c in columns if c not in mask_columns and any(r[c].dtype == bool for r in grid)]
+    if mixed:
+        raise ValueError(f"column(s) {mixed} are masks in some rows but not in others")
+    colours = dict(zip(mask_columns, cycle(CONTOUR_COLOURS)))
+    ranges = {}
+    for c in columns:
+        if c in cmaps and c not in mask_columns:
+            hi = max(float(r[c].max()) for r in grid)
+            lo = 0.0 if hi > 0 else min(float(r[c].min()) for r in grid)
+            ranges[c] = (lo, hi if hi > lo else lo + 1.0)
+
+    fig = _new_figure(2.1 * len(columns), 2.1 * len(rows) + (0.6 if title else 0.3))
+    axes = fig.subplots(len(rows), len(columns), squeeze=False)
+    for i, row in enumerate(grid):
+        base = row[columns[0]]
+        lo, hi = np.percentile(base, [0.5, 99.5])
+        window = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+        for j, c in enumerate(columns):
+            ax = axes[i, j]
+            _blank_axes(ax)
+            if c in mask_columns:
+                ax.imshow(base, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
+                _draw_contour(ax, row[c], colours[c])
+            elif c in ranges:
+                ax.imshow(row[c], cmap=cmaps[c], vmin=ranges[c][0], vmax=ranges[c][1], interpolation="nearest")
+            else:
+                ax.imshow(row[c], cmap=cmaps.get(c, "gray"), vmin=window[0], vmax=window[1],
+                          interpolation="nearest")
+            if i == 0:
+                ax.set_title(c, fontsize="medium", color=colours.get(c, "black"))
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[i]), fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return _save(fig, out)
+
+
+def _overview_slices(image: np.ndarray, segmentation: np.ndarray, n_slices: int) -> list:
+    """Axial indices: the slice with most segmented voxels, then evenly spaced ones through the head."""
+    occupied = np.flatnonzero(image.any(axis=(0, 1)))
+    if occupied.size == 0:
+        occupied = np.arange(image.shape[2])
+    lo, hi = int(occupied[0]), int(occupied[-1])
+    picks = []
+    per_slice = segmentation.sum(axis=(0, 1))
+    if per_slice.any():
+        picks.append(int(np.argmax(per_slice)))
+    for z in np.linspace(lo, hi, n_slices + 2)[1:-1].round().astype(int):
+        if len(picks) == n_slices:
+            break
+        if int(z) not in picks:
+            picks.append(int(z))
+    return sorted(picks)
+
+
+def plot_detection_overview(volume, score_map, segmentation, out_png, *, n_slices: int = 3,
+                            title: str | None = None) -> Path:
+    """Overview of a detection on a few axial slices: input, anomaly map, segmentation.
+
+    The slices are the one with the most segmented voxels plus evenly spaced
+    slices through the non-zero part of the volume, drawn with
+    :func:`plot_example_grid`.
+
+    Parameters
+    ----------
+    volume, score_map : array_like, shape (X, Y, Z)
+        Input image and anomaly map in canonical RAS+ order.
+    segmentation : array_like of bool, shape (X, Y, Z)
+    out_png : path
+    n_slices : int, optional
+    title : str, optional
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> vol = np.random.default_rng(0).random((24, 24, 12)); seg = vol > 0.97
+    >>> plot_detection_overview(vol, vol * seg, seg, os.path.join(tempfile.mkdtemp(), "v.png")).name
+    'v.png'
+    """
+    volume, score_map = np.asarray(volume), np.asarray(score_map)
+    segmentation = np.asarray(segmentation).astype(bool)
+    shapes = {"volume": volume.shape, "anomaly map": score_map.shape, "segmentation": segmentation.shape}
+    if len(set(shapes.values())) > 1 or volume.ndim != 3:
+        raise ValueError("need three 3D arrays of one shape, got "
+                         + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+    if isinstance(n_slices, bool) or not isinstance(n_slices, int) or n_slices < 1:
+        raise ValueError(f"n_slices must be a positive integer, got {n_slices!r}")
+    zs = _overview_slices(volume, segmentation, n_slices)
+    rows = [{"input": volume[:, :, z], "anomaly map": score_map[:, :, z], "segmentation": segmentation[:, :, z]}
+            for z in zs]
+    return plot_example_grid(rows, out_png, columns=("input", "anomaly map", "segmentation"),
+                             row_labels=[f"z = {z}" for z in zs], cmaps={"anomaly map": "inferno"}, title=title)
+
+
+def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, alpha: float = 0.6,
+                 cmap: str = "inferno") -> Path:
+    """One axial slice with an anomaly map (positive values) and a mask contour on top.
+
+    Parameters
+    ----------
+    image2d : array_like, 2D
+        Background slice ``data[:, :, z]``.
+    map2d : array_like, 2D
+        Anomaly map of the slice; voxels ``<= 0`` are transparent.
+    mask2d : array_like of bool, 2D, or None
+        Segmentation drawn as a red contour.
+    out_png : path
+    title : str, optional
+    alpha : float, optional
+        Opacity of the map.
+    cmap : str, optional
+        Colour map of the anomaly map.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> img = np.random.default_rng(1).random((40, 40)); amap = np.where(img > 0.8, img, 0.0)
+    >>> plot_overlay(img, amap, amap > 0.9, os.path.join(tempfile.mkdtemp(), "o.png")).name
+    'o.png'
+    """
+    out = _check_png(out_png)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    image = _slice(image2d, "image")
+    amap = _slice(map2d, "anomaly map")
+    mask = None if mask2d is None else _slice(mask2d, "mask").astype(bool)
+    shapes = {"image": image.shape, "anomaly map": amap.shape, **({} if mask is None else {"mask": mask.shape})}
+    if len(set(shapes.values())) > 1:
+        raise ValueError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+    image, amap = axial_to_display(image), axial_to_display(amap.astype(np.float32))
+    fig = _new_figure(4.6, 4.2)
+    ax = fig.subplots()
+    _blank_axes(ax)
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    ax.imshow(image, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1.0, interpolation="nearest")
+    shown = np.ma.masked_less_equal(amap, 0.0)
+    peak = float(amap.max())
+    overlay = ax.imshow(shown, cmap=cmap, alpha=alpha, vmin=0.0, vmax=peak if peak > 0 else 1.0,
+                        interpolation="nearest")
+    fig.colorbar(overlay, ax=ax, shrink=0.8, label="anomaly score")
+    if mask is not None:
+        _draw_contour(ax, axial_to_display(mask), "red")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return _save(fig, out)
