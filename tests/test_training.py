@@ -1,0 +1,93 @@
+"""Training runs: resumable after kill -9, with nothing lost but the unfinished epoch."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tfuad.data.layouts import discover
+from tfuad.errors import ConfigError
+from tfuad.training import RunDir, TrainConfig, train
+from tfuad.training.checkpoint import read_state, restore_checkpoint
+
+TINY = {"base_filters": 4, "max_filters": 8}
+
+
+def _config(epochs):
+    return TrainConfig(model="sae", modality="flair", epochs=epochs, batch_size=32, image_size=64,
+                       model_kwargs=dict(TINY))
+
+
+def test_resume_after_kill_continues_at_the_right_epoch_with_the_same_weights(tmp_path, demo_data):
+    run = tmp_path / "run"
+    code = ("import sys; from tfuad.cli.main import main; sys.exit(main())")
+    args = [sys.executable, "-c", code, "train", "sae", "--data", str(demo_data), "--out", str(run),
+            "--epochs", "200", "--image-size", "64", "--batch-size", "32",
+            "-O", "base_filters=4", "-O", "max_filters=8"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            state = read_state(run / "checkpoints") if (run / "checkpoints" / "state.json").exists() else None
+            if state and state["epoch"] >= 2:
+                break
+            assert proc.poll() is None, "training ended before it could be interrupted"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within 300 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = read_state(run / "checkpoints")
+    done = state["epoch"]
+    assert [r["epoch"] for r in state["history"]] == list(range(1, done + 1))
+    assert (run / "checkpoints" / state["weights"]).is_file()
+    assert not (run / "model.keras").exists()  # the run never finished
+
+    # Restoring gives exactly the checkpoint's weights, optimiser step included.
+    import keras
+
+    from tfuad.models import model_class
+
+    cfg = RunDir(run).config()
+    cls = model_class("sae")
+    restored = cls(**cfg["model_kwargs"])
+    restored.compile()
+    batch = np.zeros((4, 64, 64, 1), np.float32)
+    restore_checkpoint(restored, run / "checkpoints", batch)
+    reference = cls(**cfg["model_kwargs"])
+    reference.compile()
+    reference.load_weights(run / "checkpoints" / state["weights"])
+    for a, b in zip(restored.weights, reference.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    steps = int(np.ceil(cfg["data"]["n_train_slices"] / 32))
+    assert int(restored.optimizer.iterations.numpy()) == done * steps
+
+    history = train(run, discover(demo_data), _config(done + 1), resume=True, verbose=0, log=lambda *a: None)
+    assert [r["epoch"] for r in history] == list(range(1, done + 2))
+    assert read_state(run / "checkpoints")["epoch"] == done + 1
+    assert (run / "model.keras").is_file()
+    rows = (run / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == done + 2  # header + one row per epoch, none repeated
+
+
+def test_run_directory_rules(tmp_path, demo_data):
+    ds = discover(demo_data)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(tmp_path / "none", ds, _config(1), resume=True, verbose=0)
+    run = tmp_path / "run"
+    train(run, ds, _config(1), verbose=0, log=lambda *a: None)
+    first = json.loads((run / "config.json").read_text())
+    with pytest.raises(ConfigError, match="holds another run"):
+        train(run, ds, _config(1), verbose=0)
+    with pytest.raises(ConfigError, match="does not take|Unrecognized|unexpected"):
+        train(run, ds, TrainConfig(model="sae", image_size=64, epochs=1, model_kwargs={"bogus": 1}),
+              overwrite=True, verbose=0)
+    assert json.loads((run / "config.json").read_text()) == first  # a refused overwrite loses nothing
+    train(run, ds, _config(1), overwrite=True, verbose=0, log=lambda *a: None)
+    assert (run / "model.keras").is_file()
