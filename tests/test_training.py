@@ -91,3 +91,40 @@ def test_run_directory_rules(tmp_path, demo_data):
     assert json.loads((run / "config.json").read_text()) == first  # a refused overwrite loses nothing
     train(run, ds, _config(1), overwrite=True, verbose=0, log=lambda *a: None)
     assert (run / "model.keras").is_file()
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multiworker_training_with_two_local_workers(tmp_path, demo_data):
+    """tf.distribute.MultiWorkerMirroredStrategy for real: two worker processes on localhost CPUs."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    run = tmp_path / "run"
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        args = [sys.executable, "-c", "import sys; from tfuad.cli.main import main; sys.exit(main())",
+                "train", "sae", "--data", str(demo_data), "--out", str(run), "--epochs", "2",
+                "--image-size", "64", "--batch-size", "16", "--strategy", "multiworker",
+                "-O", "base_filters=4", "-O", "max_filters=8"]
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+        assert "multiworker strategy: 2 replicas in sync" in out
+    history = read_state(run / "checkpoints")["history"]
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert (run / "model.keras").is_file()
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "history.csv", "logs",
+                                                     "model.keras"]

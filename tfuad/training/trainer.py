@@ -113,22 +113,52 @@ def _fit_stats(subjects, modality, pconfig):
     return fit_intensity_stats(volumes, masks, pconfig)
 
 
+def is_chief(strategy: str) -> bool:
+    """Whether this process writes the run directory (always, except non-chief multi-worker tasks)."""
+    if strategy != "multiworker":
+        return True
+    if "TF_CONFIG" not in os.environ:
+        raise ConfigError("--strategy multiworker needs the TF_CONFIG environment variable")
+    try:
+        task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({err})") from None
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in
+                               json.loads(os.environ["TF_CONFIG"]).get("cluster", {}))
+
+
 def _strategy(name):
     import tensorflow as tf
 
     if name == "default":
-        return tf.distribute.get_strategy(), True
+        return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(), True
+        return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise ConfigError("--strategy multiworker needs the TF_CONFIG environment variable")
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-        chief = task.get("type", "worker") in ("chief",) or (
-            task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0)
-        return strategy, chief
+        is_chief(name)  # validates TF_CONFIG
+        return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"unknown strategy {name!r}; choose default, mirrored or multiworker")
+
+
+def _multiworker_safe_steps(model):
+    """Let Keras 3 reduce step results across workers.
+
+    Under ``MultiWorkerMirroredStrategy`` Keras reduces every value a step
+    returns with ``strategy.reduce("MEAN", v, axis=0)``, which fails for the
+    scalar loss terms ("Invalid reduction dimension 0 for input with 0
+    dimensions", tensorflow/tensorflow#72388). Giving each term a leading axis
+    of length one makes that reduction the mean over workers, a scalar again.
+    """
+    import tensorflow as tf
+
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+
+        def wrapped(data, _step=step):
+            return {k: tf.reshape(v, [1]) for k, v in _step(data).items()}
+
+        setattr(model, name, wrapped)
 
 
 def build_configured_model(cls, name: str, kwargs: dict):
@@ -180,7 +210,9 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
     from tfuad.training.checkpoint import EpochCheckpoint, read_state, restore_checkpoint
 
     run = RunDir(run_dir)
-    _check_run_dir(run, resume, overwrite)
+    chief = is_chief(config.strategy)
+    if chief:
+        _check_run_dir(run, resume, overwrite)
     if resume:
         stored = run.config()
         epochs = config.epochs
@@ -191,10 +223,14 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
         pconfig = PreprocessConfig(image_size=config.image_size, normalization=config.resolved_normalization())
     cls = model_class(config.model)
     kwargs = {"image_size": config.image_size, **config.model_kwargs}
-    strategy, chief = _strategy(config.strategy)
+    strategy = _strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_configured_model(cls, config.model, kwargs)
+    if config.strategy == "multiworker":
+        _multiworker_safe_steps(model)
+    if strategy.num_replicas_in_sync > 1:
+        log(f"{config.strategy} strategy: {strategy.num_replicas_in_sync} replicas in sync")
     if config.modality not in dataset.modalities:
         raise DatasetError(dataset.root, f"has no {config.modality!r} images (it has: {', '.join(dataset.modalities)})")
 
@@ -213,10 +249,10 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
     log(f"{len(x_train)} healthy training slices from {len(prepared)} subjects"
         + (f", {len(x_val)} validation slices" if len(x_val) else ""))
 
-    if overwrite and run.exists():  # only now that everything is validated
+    if chief and overwrite and run.exists():  # only now that everything is validated
         shutil.rmtree(run.path)
-    run.path.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if chief and not resume:
+        run.path.mkdir(parents=True, exist_ok=True)
         write_json({
             "model": config.model,
             "model_kwargs": kwargs,
