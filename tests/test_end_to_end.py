@@ -30,6 +30,20 @@ def test_run_directory_holds_what_is_needed_later(trained_run):
     t = cal["thresholds"]
     assert t["fpr@0.01"] >= t["fpr@0.05"] >= t["fpr@0.1"]
     assert any((trained_run / "logs").rglob("*tfevents*"))
+    assert cal["postprocess"]["median_size"] == 5 and cal["postprocess"]["min_component_size"] == 6
+
+
+def test_calibrated_post_processing_is_reused_by_detection(tmp_path, trained_run, demo_data):
+    import shutil
+
+    from tfuad.detection.detector import Detector
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    _run("calibrate", run, "--data", demo_data, "--method", "intensity", "--median-size", "3", "--erosion", "1")
+    det = Detector(run, "intensity")
+    assert (det.postprocess.median_size, det.postprocess.erosion_iterations) == (3, 1)
+    assert Detector(run, "residual").postprocess.median_size == 5
 
 
 def test_detect_writes_maps_that_overlay_the_input(tmp_path, trained_run, demo_data):

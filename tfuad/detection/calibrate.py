@@ -68,7 +68,7 @@ def _healthy_slices(prepared_list, pconfig, limit, seed=0):
 
 def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FPRS, percentile: float = 98.0,
                   lambdas=DEFAULT_LAMBDAS, lambda_slices: int = 32, schedule: str = "paper",
-                  batch_size: int = 32, log=print):
+                  batch_size: int = 32, postprocess=None, log=print):
     """Calibrate ``method`` of a run on a dataset's healthy data and save it in the run.
 
     Args:
@@ -82,6 +82,8 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
         lambdas: λ grid for MAP-TV.
         lambda_slices: Healthy calibration slices used for the λ search.
         schedule: MAP-TV schedule.
+        postprocess: :class:`~tfuad.postprocessing.filters.PostprocessConfig` stored with the
+            calibration and used by every later detection (default: the paper's).
 
     Returns:
         The saved :class:`~tfuad.postprocessing.thresholds.Calibration`.
@@ -96,7 +98,10 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
         percentile_threshold,
     )
 
-    detector = Detector(run_dir, method, batch_size=batch_size, schedule=schedule)
+    from tfuad.postprocessing.filters import PostprocessConfig
+
+    detector = Detector(run_dir, method, batch_size=batch_size, schedule=schedule,
+                        postprocess=postprocess or PostprocessConfig())
     modality = detector.config["data"]["modality"]
     calib_subjects = split_subjects(dataset, "calib")
     if not calib_subjects:

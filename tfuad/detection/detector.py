@@ -60,7 +60,8 @@ class Detector:
         batch_size: Slices per forward pass (or per restoration batch).
         schedule: MAP-TV schedule name (``paper`` or ``fast``).
         lam: MAP-TV weight λ; default: the calibrated value.
-        postprocess: A :class:`~tfuad.postprocessing.filters.PostprocessConfig` (default: the paper's).
+        postprocess: A :class:`~tfuad.postprocessing.filters.PostprocessConfig` (default: the one the
+            method was calibrated with, else the paper's).
     """
 
     def __init__(self, run_dir, method: str = "residual", *, batch_size: int = 32, schedule: str = "paper",
@@ -76,7 +77,8 @@ class Detector:
         self.schedule = schedule
         self.pconfig = self.run.preprocess_config()
         self.stats = self.run.intensity_stats()
-        self.postprocess = postprocess or PostprocessConfig()
+        stored = self._stored_postprocess()
+        self.postprocess = postprocess or (PostprocessConfig.from_dict(stored) if stored else PostprocessConfig())
         self.model = None if method == "intensity" else self.run.load_model()
         self._lam = lam
         self._restorer = None
@@ -84,6 +86,13 @@ class Detector:
     # -- calibration ---------------------------------------------------------------------------
     def calibration_path(self, method: str | None = None):
         return self.run.path / f"calibration-{method or self.method}.json"
+
+    def _stored_postprocess(self):
+        """Post-processing settings of an existing calibration of this method, if any."""
+        import json
+
+        path = self.calibration_path()
+        return json.loads(path.read_text()).get("postprocess") if path.is_file() else None
 
     def calibration(self):
         """The stored :class:`~tfuad.postprocessing.thresholds.Calibration` of this method."""

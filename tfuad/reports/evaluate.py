@@ -113,7 +113,9 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
         det = Detector(run_dir, method, batch_size=batch_size, schedule=schedule)
         if method == "intensity" and not det.calibration_path().is_file():
             log("calibrating the intensity baseline on the dataset's healthy data")
-            calibrate_run(run_dir, dataset, method="intensity", batch_size=batch_size, log=log)
+            same = detectors[methods[0]].postprocess if detectors else None  # same post-processing as compared row
+            calibrate_run(run_dir, dataset, method="intensity", batch_size=batch_size, postprocess=same, log=log)
+            det = Detector(run_dir, method, batch_size=batch_size, schedule=schedule)
         det.calibration()  # fails early, naming the command to run, when not calibrated
         detectors[method] = det
     first = detectors[methods[0]]
