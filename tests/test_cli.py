@@ -67,3 +67,13 @@ def test_detect_rejects_4d_input(tmp_path, trained_run):
     assert result.exit_code == 1
     assert f"Error: {bad}: 4D image" in result.output
     assert not (tmp_path / "out" / "bold_lesions.nii.gz").exists()
+
+
+@pytest.mark.parametrize("model", ["dae", "dvae", "sae", "svae", "saegan", "anovaegan", "anogan"])
+def test_cli_trains_every_baur_model_for_one_short_epoch(tmp_path, demo_data, model):
+    out = tmp_path / model
+    result = _run("train", model, "--data", demo_data, "--out", out, "--epochs", 1, "--image-size", 32,
+                  "--batch-size", 64, "-O", "base_filters=4", "-O", "max_filters=8")
+    assert result.exit_code == 0, result.output
+    assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
+    assert "saved" in result.output.splitlines()[-1]
