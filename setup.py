@@ -32,7 +32,8 @@ setup(
         "tensorboard>=2.19",
     ],
     extras_require={
-        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6"],
+        "serving": ["tensorflow-serving-api==2.21.*"],
+        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6", "tensorflow-serving-api==2.21.*"],
     },
     entry_points={"console_scripts": ["tfuad=tfuad.cli.main:main"]},
     classifiers=[

@@ -1,0 +1,152 @@
+"""The serving graph: pure-TensorFlow signature functions of a trained model.
+
+Every function takes a batch of normalised slices ``(N, S, S, 1)`` float32 and
+returns a dict of named outputs; the calibrated values (background intensity,
+slice-level threshold, λ and the MAP-TV schedule) are baked in as constants,
+so the exported SavedModel needs nothing but TensorFlow.
+
+* ``serving_default``: ``anomaly_map`` (the raw slice map of the exported
+  method, 0 outside the brain region) and ``mask`` (``anomaly_map >
+  threshold``);
+* ``reconstruct``: ``reconstruction``;
+* ``restore``: ``restoration`` and ``lesion_map`` (MAP-TV).
+
+The brain region of a slice is where it differs from the preprocessing
+background value: the client sends nothing but the slices.
+
+Example:
+    >>> fns = signature_functions(model, method="residual", background=0.0,
+    ...                           threshold=0.8)                          # doctest: +SKIP
+    >>> fns["serving_default"](slices)["mask"]                            # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfuad.errors import ConfigError
+
+__all__ = [
+    "EXPORT_METHODS",
+    "INPUT_NAME",
+    "SIGNATURE_OUTPUTS",
+    "validate_slices",
+    "brain_region",
+    "restore_slices",
+    "signature_functions",
+]
+
+#: Methods whose slice maps ``serving_default`` can compute.
+EXPORT_METHODS = ("residual", "map-tv")
+#: Name of the single input of every signature.
+INPUT_NAME = "slices"
+#: Output names of each signature, in the order documented in ``export/README.md``.
+SIGNATURE_OUTPUTS = {
+    "serving_default": ("anomaly_map", "mask"),
+    "reconstruct": ("reconstruction",),
+    "restore": ("restoration", "lesion_map"),
+}
+
+
+def validate_slices(slices, slice_shape):
+    """Fail on a malformed request instead of answering it wrongly.
+
+    The declared input spec ``(None, S, S, C)`` is not enforced by a server
+    that feeds a request into the graph, and shape assertions written against
+    it are resolved while tracing (``tf.debugging.assert_rank`` emits no op for
+    a known rank) or folded away by the graph optimiser. ``tf.ensure_shape``
+    checks the tensor actually received, at run time, and names both shapes;
+    ``tf.debugging.assert_all_finite`` rejects NaN and infinite values.
+
+    Args:
+        slices: The request tensor.
+        slice_shape: ``(S, S, C)``.
+
+    Returns:
+        ``slices`` with its static shape set; running it raises
+        ``tf.errors.InvalidArgumentError`` for a wrong rank or slice shape
+        ("Shape of tensor ... is not compatible with expected shape
+        [?,S,S,C]") or for NaN/Inf values.
+    """
+    slices = tf.ensure_shape(slices, (None, *slice_shape))
+    return tf.debugging.assert_all_finite(slices, "slices contain NaN or infinite values")
+
+
+def brain_region(slices, background: float):
+    """Boolean brain region of preprocessed slices: every pixel that differs from ``background``."""
+    return tf.not_equal(slices, tf.constant(background, slices.dtype))
+
+
+def restore_slices(restorer, slices, mask):
+    """MAP-TV restoration of a batch of slices inside a graph.
+
+    Runs the compiled optimisation loop of a
+    :class:`~tfuad.detection.restoration.Restorer` from ``X₀ = Y`` with its
+    λ and schedule (stopping rule included) on the whole batch, as
+    :meth:`Restorer.restore` does on one batch: pixels where ``mask`` is 0 do
+    not change.
+
+    Args:
+        restorer: The :class:`~tfuad.detection.restoration.Restorer`.
+        slices: ``(N, S, S, C)`` float32 tensor ``Y``.
+        mask: float32 tensor of the same shape (1 inside the brain).
+
+    Returns:
+        The restoration ``X̂``, same shape.
+    """
+    schedule = restorer.schedule
+    spec = tf.TensorSpec((None,) + tuple(restorer.slice_shape), tf.float32)
+    state = tf.nest.map_structure(lambda _: tf.zeros_like(slices), schedule.state_spec(spec))
+    hyper = tuple(tf.constant(h, tf.float32) for h in schedule.hyper())
+    restored, _, _ = restorer.loop_function(
+        slices, slices, mask, state, tf.constant(restorer.lam, tf.float32), tf.constant(0, tf.int32),
+        tf.constant(schedule.steps, tf.int32), hyper, tf.constant(schedule.tol, tf.float32),
+        tf.constant(schedule.patience, tf.int32))
+    return restored
+
+
+def signature_functions(model, *, method: str, background: float, threshold: float, restorer=None) -> dict:
+    """The Python functions of the serving signatures (trace them with an input spec).
+
+    Args:
+        model: A tfuad model (:class:`~tfuad.models.base.AnomalyModel`).
+        method: ``"residual"`` (``|x − x̂|``) or ``"map-tv"`` (``|y − x̂|`` of
+            the restoration) for ``serving_default``.
+        background: Preprocessing background value; pixels equal to it are
+            outside the brain.
+        threshold: Slice-level threshold of ``serving_default``'s ``mask``.
+        restorer: A :class:`~tfuad.detection.restoration.Restorer` of
+            ``model``; adds the ``restore`` signature (required for ``map-tv``).
+
+    Returns:
+        ``{signature name: function(slices) -> {output name: tensor}}``.
+    """
+    if method not in EXPORT_METHODS:
+        raise ConfigError(f"cannot export method {method!r}; choose one of: {', '.join(EXPORT_METHODS)}")
+    if method == "map-tv" and restorer is None:
+        raise ConfigError("exporting the map-tv method needs a Restorer")
+    slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
+    threshold = float(threshold)
+
+    def reconstruct(slices):
+        slices = validate_slices(slices, slice_shape)
+        return {"reconstruction": model.reconstruct(slices, training=False)}
+
+    def restore(slices):
+        slices = validate_slices(slices, slice_shape)
+        restored = restore_slices(restorer, slices, tf.cast(brain_region(slices, background), tf.float32))
+        return {"restoration": restored, "lesion_map": tf.abs(slices - restored)}
+
+    def serving_default(slices):
+        slices = validate_slices(slices, slice_shape)
+        brain = brain_region(slices, background)
+        if method == "residual":
+            estimate = model.reconstruct(slices, training=False)
+        else:
+            estimate = restore_slices(restorer, slices, tf.cast(brain, tf.float32))
+        anomaly = tf.where(brain, tf.abs(slices - estimate), tf.zeros_like(slices))
+        return {"anomaly_map": anomaly, "mask": anomaly > threshold}
+
+    functions = {"serving_default": serving_default, "reconstruct": reconstruct}
+    if restorer is not None:
+        functions["restore"] = restore
+    return functions

@@ -1,0 +1,264 @@
+"""Export a trained, calibrated run as a TF-Serving SavedModel version.
+
+Layout written (TF Serving scans ``EXPORT_BASE/<name>`` for numeric folders)::
+
+    EXPORT_BASE/<name>/<version>/saved_model.pb, variables/
+    EXPORT_BASE/<name>/<version>/assets.extra/tfuad_preprocess.json
+    EXPORT_BASE/<name>/<version>/assets.extra/tf_serving_warmup_requests
+
+A version is built in a hidden folder beside its final place and renamed into
+place when complete, so a server polling the folder never sees half a model;
+an existing version is never overwritten.
+
+Example:
+    >>> exported = export_run("runs/sae", "serving", fpr=0.05)      # doctest: +SKIP
+    >>> exported.path                                               # doctest: +SKIP
+    PosixPath('serving/sae/1')
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+import tfuad
+from tfuad.detection.detector import Detector
+from tfuad.detection.restoration import Restorer, get_schedule
+from tfuad.errors import ConfigError
+from tfuad.export.graph import EXPORT_METHODS, INPUT_NAME, SIGNATURE_OUTPUTS, signature_functions
+from tfuad.export.warmup import WARMUP_FILE, serving_apis, warmup_slices, write_warmup_requests
+from tfuad.postprocessing.thresholds import Calibration, fpr_key
+from tfuad.training.run import RunDir, write_json
+
+__all__ = [
+    "EXPORT_METHODS",
+    "PREPROCESS_FILE",
+    "SLICE_LAYOUT",
+    "ExportedModel",
+    "model_versions",
+    "next_version",
+    "export_run",
+]
+
+#: Preprocessing contract written beside the model, relative to the version folder.
+PREPROCESS_FILE = Path("assets.extra") / "tfuad_preprocess.json"
+#: How a slice is laid out (see :mod:`tfuad.data.preprocessing`).
+SLICE_LAYOUT = ("axial slices of the canonical (RAS+) volume, one per index of its third axis; row 0 is "
+                "anterior, columns run along canonical x (the patient's right on the right)")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """What :func:`export_run` wrote.
+
+    Attributes:
+        path: The version folder ``EXPORT_BASE/<name>/<version>``.
+        name: Model name (for the server's ``--model_name`` and request URLs).
+        version: The numeric version.
+        signatures: Signature names, ``serving_default`` first.
+        metadata: Content of ``assets.extra/tfuad_preprocess.json``.
+    """
+
+    path: Path
+    name: str
+    version: int
+    signatures: tuple
+    metadata: dict
+
+
+def model_versions(model_dir) -> list:
+    """Numeric version folders of ``model_dir`` (ascending); other entries are ignored."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(model_dir) -> int:
+    """``1 +`` the highest existing version, or 1 for a new model."""
+    versions = model_versions(model_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"model name {name!r} must start with a letter or digit and use only letters, "
+                          "digits, '.', '_' and '-'")
+    return name
+
+
+def _check_version(version) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"version must be a positive integer, got {version!r}")
+    return version
+
+
+def _check_fpr(fpr) -> str:
+    """The calibration key of an FPR limit."""
+    try:
+        return fpr_key(fpr)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _slice_thresholds(calibration, path) -> dict:
+    thresholds = calibration.extra.get("slice_thresholds")
+    if not thresholds:
+        raise ConfigError(f"{path}: has no slice-level thresholds (extra.slice_thresholds) for the serving "
+                          "graph; run tfuad calibrate again")
+    return {str(k): float(v) for k, v in thresholds.items()}
+
+
+def _restoration_settings(method, tv_calibration, lam, schedule):
+    """λ and schedule name of the ``restore`` signature, or ``(None, None)`` when it is not exported."""
+    calibrated_lam = None if tv_calibration is None else float(tv_calibration.extra["lambda"])
+    calibrated_schedule = None if tv_calibration is None else tv_calibration.extra.get("schedule", "paper")
+    if method == "map-tv":
+        if lam is not None and float(lam) != calibrated_lam:
+            raise ConfigError(f"the map-tv thresholds were calibrated with lambda={calibrated_lam:g}; "
+                              f"--lam {float(lam):g} would make them wrong (calibrate again with it)")
+        if schedule is not None and schedule != calibrated_schedule:
+            raise ConfigError(f"the map-tv thresholds were calibrated with the {calibrated_schedule!r} schedule, "
+                              f"not {schedule!r}")
+    lam = calibrated_lam if lam is None else float(lam)
+    if lam is None:
+        return None, None
+    return lam, schedule or calibrated_schedule or "paper"
+
+
+def _metadata(name, version, method, detector, calibration, fpr, thresholds, restorer, schedule, signatures):
+    config, pconfig, model = detector.config, detector.pconfig, detector.model
+    restore = None
+    if restorer is not None:
+        restore = {"lambda": restorer.lam, "schedule": schedule,
+                   "schedule_settings": dataclasses.asdict(restorer.schedule)}
+    return {
+        "format": "tfuad-serving",
+        "format_version": 1,
+        "model_name": name,
+        "version": version,
+        "model": config["model"],
+        "modality": config.get("data", {}).get("modality"),
+        "trained_with_tfuad": config.get("tfuad_version"),
+        "exported_with_tfuad": tfuad.__version__,
+        "input": {"name": INPUT_NAME, "dtype": "float32",
+                  "shape": [None, int(model.image_size), int(model.image_size), int(model.channels)]},
+        "slice_layout": SLICE_LAYOUT,
+        "preprocess": pconfig.to_dict(),
+        "background_value": pconfig.background_value,
+        "intensity_stats": dict(detector.stats),
+        "brain_region": "pixels whose value differs from background_value",
+        "method": method,
+        "fpr": fpr,
+        "slice_threshold": thresholds[fpr_key(fpr)],
+        "slice_thresholds": thresholds,
+        "restore": restore,
+        "signatures": signatures,
+        "postprocessing": "none: the 3D post-processing of tfuad detect (median filter, brain-mask erosion, "
+                          "small components) is not part of the serving graph; slice_thresholds are "
+                          "calibrated for these raw slice maps",
+        # For clients that redo tfuad detect's 3D post-processing on the volume (see export/README.md).
+        "volume_postprocess": calibration.postprocess,
+        "volume_thresholds": calibration.thresholds,
+    }
+
+
+def _write_savedmodel(out, model, functions, slice_shape):
+    """Trace the signature functions and save them with the model's variables (Keras ExportArchive)."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = [tf.TensorSpec((None, *slice_shape), tf.float32, name=INPUT_NAME)]
+    for name, fn in functions.items():
+        archive.add_endpoint(name, fn, input_signature=spec)
+    archive.write_out(str(out), verbose=False)
+
+
+def export_run(run_dir, export_base, *, name: str | None = None, version: int | None = None,
+               method: str = "residual", fpr: float = 0.05, lam: float | None = None,
+               schedule: str | None = None, warmup: bool = True) -> ExportedModel:
+    """Export a run as ``EXPORT_BASE/<name>/<version>/`` for TensorFlow Serving.
+
+    Args:
+        run_dir: A trained run directory, calibrated for ``method``.
+        export_base: The server's model base folder.
+        name: Model name; default: the run folder's name.
+        version: Version number; default: 1 + the highest existing one.
+        method: ``residual`` or ``map-tv``: the map of ``serving_default``.
+        fpr: FPR limit whose calibrated slice-level threshold makes the ``mask``.
+        lam: λ of the ``restore`` signature; default: the calibrated one
+            (``calibration-map-tv.json``). Without either, ``restore`` is not exported.
+        schedule: MAP-TV schedule name (``paper`` or ``fast``); default: the
+            calibrated one, else ``paper``.
+        warmup: Write ``assets.extra/tf_serving_warmup_requests`` (needs
+            ``tensorflow-serving-api``).
+
+    Returns:
+        An :class:`ExportedModel`.
+
+    Raises:
+        ConfigError: the run is not calibrated for ``method`` or ``fpr``, λ or
+            the schedule contradicts the map-tv calibration, the name or the
+            version is invalid, or the version exists already.
+    """
+    if method not in EXPORT_METHODS:
+        raise ConfigError(f"cannot export method {method!r}; choose one of: {', '.join(EXPORT_METHODS)}")
+    if schedule is not None:
+        get_schedule(schedule)
+    _check_fpr(fpr)
+    if warmup:
+        serving_apis()  # fail before the slow part when the protos are missing
+    run = RunDir(run_dir)
+    run.config()
+    name = _check_name(name if name is not None else run.path.resolve().name)
+    model_dir = Path(export_base) / name
+    version = next_version(model_dir) if version is None else _check_version(version)
+    final = model_dir / str(version)
+    if final.exists():
+        raise ConfigError(f"{final}: version {version} of model {name!r} exists already; versions are never "
+                          f"overwritten (leave out --version to write version {next_version(model_dir)})")
+
+    detector = Detector(run.path, method)
+    calibration = detector.calibration()
+    thresholds = _slice_thresholds(calibration, detector.calibration_path())
+    if _check_fpr(fpr) not in thresholds:
+        raise ConfigError(f"FPR limit {fpr:g} has no slice-level threshold in {detector.calibration_path()}; "
+                          f"calibrated: {', '.join(sorted(thresholds))}")
+    tv_path = detector.calibration_path("map-tv")
+    tv_calibration = Calibration.from_json(tv_path) if tv_path.is_file() else None
+    lam, schedule = _restoration_settings(method, tv_calibration, lam, schedule)
+    model = detector.model
+    restorer = None if lam is None else Restorer(model, lam=lam, schedule=schedule)
+    slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
+    background = detector.pconfig.background_value
+    functions = signature_functions(model, method=method, background=background,
+                                    threshold=thresholds[fpr_key(fpr)], restorer=restorer)
+    signatures = {key: {"inputs": [INPUT_NAME], "outputs": list(SIGNATURE_OUTPUTS[key])} for key in functions}
+    metadata = _metadata(name, version, method, detector, calibration, fpr, thresholds, restorer, schedule,
+                         signatures)
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / f".{version}.{uuid.uuid4().hex}.tmp"  # not numeric: servers ignore it
+    tmp.mkdir()
+    try:
+        _write_savedmodel(tmp, model, functions, slice_shape)
+        (tmp / PREPROCESS_FILE).parent.mkdir(exist_ok=True)
+        write_json(metadata, tmp / PREPROCESS_FILE)
+        if warmup:
+            batch = warmup_slices(slice_shape[0], background, slice_shape[2])
+            write_warmup_requests(tmp / WARMUP_FILE, name, {key: {INPUT_NAME: batch} for key in functions})
+        if final.exists():
+            raise ConfigError(f"{final}: version {version} of model {name!r} appeared during the export")
+        os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ExportedModel(path=final, name=name, version=version, signatures=tuple(functions), metadata=metadata)
