@@ -77,3 +77,17 @@ def test_cli_trains_every_baur_model_for_one_short_epoch(tmp_path, demo_data, mo
     assert result.exit_code == 0, result.output
     assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
     assert "saved" in result.output.splitlines()[-1]
+
+
+@pytest.mark.parametrize("model,options", [("vae", ()), ("gmvae", ("--clusters", 3))])
+def test_cli_trains_the_chen_priors_for_one_short_epoch(tmp_path, demo_data, model, options):
+    out = tmp_path / model
+    result = _run("train", model, "--data", demo_data, "--out", out, "--epochs", 1, "--image-size", 32,
+                  "--batch-size", 64, "-O", "filters=[4,8]", *options)
+    assert result.exit_code == 0, result.output
+    config = __import__("json").loads((out / "config.json").read_text())
+    assert config["preprocess"]["normalization"] == "zscore"  # Chen et al. z-score with fixed statistics
+    assert set(config["intensity_stats"]) >= {"mean", "std"}
+    if model == "gmvae":
+        assert config["model_kwargs"]["clusters"] == 3
+    assert (out / "model.keras").is_file()
