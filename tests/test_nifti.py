@@ -1,5 +1,6 @@
 """NIfTI I/O: exact geometry round trips and one-line errors for bad files."""
 import gzip
+import os
 
 import nibabel as nib
 import numpy as np
@@ -59,6 +60,9 @@ def test_save_like_writes_masks_as_uint8_and_keeps_sform(tmp_path):
     assert img.get_data_dtype() == np.uint8
     np.testing.assert_allclose(img.get_sform(), vol.native_affine)
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any other output
 
 
 def test_save_like_refuses_to_overwrite_the_input(tmp_path):
