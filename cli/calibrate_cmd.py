@@ -26,6 +26,8 @@ def parse_fprs(ctx, param, value):
                                       "models with an ELBO, map-tv).")
 @click.option("--fprs", default="0.01,0.05,0.1", show_default=True, callback=parse_fprs,
               help="FPR limits on healthy brain voxels.")
+@click.option("--lambdas", default=None, metavar="L1,L2,...",
+              help="λ grid of the map-tv ε(λ) search [default: 0.25,0.5,1,2,3,4,5,6,8,12].")
 @click.option("--percentile", default=98.0, show_default=True, help="Percentile threshold on healthy training maps.")
 @click.option("--schedule", type=click.Choice(["paper", "fast"]), default="paper", show_default=True,
               help="MAP-TV schedule: paper (500 steps) or fast (fewer steps, same quality).")
@@ -35,7 +37,7 @@ def parse_fprs(ctx, param, value):
 @click.option("--min-component", default=6, show_default=True,
               help="3D connected components smaller than this (voxels) are dropped from segmentations.")
 @click.option("--batch-size", default=32, show_default=True, help="Slices per batch.")
-def command(run_dir, data_path, protocol, method, fprs, percentile, schedule, median_size, erosion, min_component,
+def command(run_dir, data_path, protocol, method, lambdas, fprs, percentile, schedule, median_size, erosion, min_component,
             batch_size):
     """Calibrate a trained run on healthy data; writes RUN_DIR/calibration-<method>.json.
 
@@ -58,6 +60,13 @@ def command(run_dir, data_path, protocol, method, fprs, percentile, schedule, me
 
     postprocess = PostprocessConfig(median_size=median_size, erosion_iterations=erosion,
                                     min_component_size=min_component)
+    extra = {}
+    if lambdas:
+        try:
+            extra["lambdas"] = tuple(float(v) for v in lambdas.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"{lambdas!r} is not a comma-separated list of numbers",
+                                     param_hint="--lambdas") from None
     methods = [method]
     if method == "all":
         from tfuad.models import model_class
@@ -66,7 +75,7 @@ def command(run_dir, data_path, protocol, method, fprs, percentile, schedule, me
         methods = ["residual", "intensity"] + (["map-tv"] if elbo else [])
     for m in methods:
         cal = calibrate_run(run_dir, dataset, method=m, fprs=fprs, percentile=percentile, schedule=schedule,
-                            batch_size=batch_size, postprocess=postprocess, log=click.echo)
+                            batch_size=batch_size, postprocess=postprocess, log=click.echo, **extra)
         values = ", ".join(f"{k}={v:.4g}" for k, v in cal.thresholds.items())
         lam = f", lambda={cal.extra['lambda']:g}" if "lambda" in cal.extra else ""
         click.echo(f"{m}: {values}{lam} ({cal.n_voxels} healthy calibration voxels)")

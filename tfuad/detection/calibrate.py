@@ -121,6 +121,9 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
         extra.update({"lambda": float(best), "lambda_curve": {str(k): float(v) for k, v in curve.items()}})
         plot_lambda_curve(curve, best, detector.run.path / "lambda_curve.png")
         detector._lam = float(best)
+        if float(best) == max(curve):
+            log(f"warning: ε(λ) is smallest at the largest λ of the grid ({best:g}), so the curve has no "
+                "interior minimum there; extend the grid with --lambdas to check")
         log(f"λ = {best:g} (curve: {detector.run.path / 'lambda_curve.png'})")
     with tqdm(total=len(calib), desc=f"calibrating {method}", unit="volume") as bar:
         calib_values, calib_slice_values = healthy_values(detector, calib, progress=bar)
