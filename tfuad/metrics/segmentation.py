@@ -27,6 +27,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from tfuad.postprocessing.filters import check_real_finite
+
 __all__ = [
     "dice",
     "false_positive_rate",
@@ -57,13 +59,7 @@ def _as_arrays(named: Mapping) -> list:
 
 
 def _as_scores(scores, name: str = "scores") -> np.ndarray:
-    if not (np.issubdtype(scores.dtype, np.floating) or np.issubdtype(scores.dtype, np.integer)
-            or scores.dtype == bool):
-        raise ValueError(f"{name} must be real-valued, got dtype {scores.dtype}")
-    finite = np.isfinite(scores)
-    if not finite.all():
-        raise ValueError(f"{name} contain {int((~finite).sum())} NaN/Inf values")
-    return scores
+    return check_real_finite(scores, name)
 
 
 def _connectivity_structure(connectivity, ndim: int) -> np.ndarray:

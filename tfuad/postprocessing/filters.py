@@ -48,16 +48,20 @@ def _as_volume(array, name: str) -> np.ndarray:
     return array
 
 
-def _as_numeric_volume(array, name: str) -> np.ndarray:
-    """Return ``array`` as a finite, real-valued 3D array (dtype unchanged)."""
-    array = _as_volume(array, name)
+def check_real_finite(array: np.ndarray, name: str) -> np.ndarray:
+    """Raise ``ValueError`` unless ``array`` is real-valued (bool, integer, float) and finite."""
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
             or array.dtype == bool):
         raise ValueError(f"{name} must be real-valued, got dtype {array.dtype}")
     finite = np.isfinite(array)
     if not finite.all():
-        raise ValueError(f"{name} contains {int((~finite).sum())} NaN/Inf voxels")
+        raise ValueError(f"{name} contains {int((~finite).sum())} NaN/Inf values")
     return array
+
+
+def _as_numeric_volume(array, name: str) -> np.ndarray:
+    """Return ``array`` as a finite, real-valued 3D array (dtype unchanged)."""
+    return check_real_finite(_as_volume(array, name), name)
 
 
 def _check_int(value, name: str, minimum: int) -> int:
