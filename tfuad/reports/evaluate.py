@@ -108,7 +108,7 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     methods = list(dict.fromkeys([*methods, *(["intensity"] if include_intensity else [])]))
-    detectors = {}
+    detectors, calibrations = {}, {}
     for method in methods:
         det = Detector(run_dir, method, batch_size=batch_size, schedule=schedule)
         if method == "intensity" and not det.calibration_path().is_file():
@@ -116,7 +116,7 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
             same = detectors[methods[0]].postprocess if detectors else None  # same post-processing as compared row
             calibrate_run(run_dir, dataset, method="intensity", batch_size=batch_size, postprocess=same, log=log)
             det = Detector(run_dir, method, batch_size=batch_size, schedule=schedule)
-        det.calibration()  # fails early, naming the command to run, when not calibrated
+        calibrations[method] = det.calibration()  # read once; fails early, naming the command to run
         detectors[method] = det
     first = detectors[methods[0]]
     modality = first.config["data"]["modality"]
@@ -128,7 +128,7 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
                              lesion_mask_path=subject.lesion_mask)
         truth, brain = prep.lesion_mask, prep.brain_mask
         for method, det in detectors.items():
-            cal = det.calibration()
+            cal = calibrations[method]
             result = det.run_volume(prep)
             row = {"subject": subject.id, "method": method, "slices": int(prep.slices.shape[0]),
                    "seconds": result.seconds, "seconds_per_slice": result.seconds / prep.slices.shape[0]}
@@ -150,12 +150,11 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
                 f"{result.seconds:.1f} s")
 
     summaries, curves = [], {}
-    for method, det in detectors.items():
+    for method, cal in calibrations.items():
         mrows = [r for r in rows if r["method"] == method]
         scores, truths = pool_brain_voxels(*pooled[method])
         points = curve_points(scores, truths)
         curves[METHOD_LABELS[method]] = points
-        cal = det.calibration()
         keys = list(cal.thresholds)
         summaries.append({
             "method": method, "label": METHOD_LABELS[method],
@@ -186,7 +185,7 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
     with atomic_path(out / "summary.md") as tmp:
         Path(tmp).write_text(header + table)
     plot_roc_pr(curves, out / "roc_pr.png", title=f"{first.config['model']}: pooled brain voxels")
-    plot_dice_vs_lesion_size([{**r, "dice": r[f"dice@{list(detectors[methods[0]].calibration().thresholds)[-1]}"]}
+    plot_dice_vs_lesion_size([{**r, "dice": r[f"dice@{list(calibrations[methods[0]].thresholds)[-1]}"]}
                               for r in rows if r["method"] == methods[0]], out / "dice_vs_lesion_size.png",
                              title=f"{METHOD_LABELS[methods[0]]}: Dice per subject")
     if examples:
