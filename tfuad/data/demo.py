@@ -527,6 +527,8 @@ def render_demo_overview(manifest_path, out_png, *, n_lesioned: int = 2) -> Path
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from tfuad.reports.figures import axial_to_display, save_figure
+
     path = Path(manifest_path)
     dataset = read_manifest(path / MANIFEST_NAME if path.is_dir() else path)
     healthy = [s for s in dataset.subjects if s.healthy][:1]
@@ -551,12 +553,13 @@ def render_demo_overview(manifest_path, out_png, *, n_lesioned: int = 2) -> Path
     for r, (title, volumes, mask, z) in enumerate(rows):
         for c, (modality, volume) in enumerate(zip(MODALITIES, volumes)):
             ax = axes[r, c]
-            plane = volume.data[:, :, z].T
+            plane = axial_to_display(volume.data[:, :, z])
             inside = volume.data[volume.data > 0]
             top = float(np.percentile(inside, 99.5)) if inside.size else 1.0
-            ax.imshow(plane, cmap="gray", origin="lower", vmin=0.0, vmax=top, interpolation="nearest")
+            ax.imshow(plane, cmap="gray", vmin=0.0, vmax=top, interpolation="nearest")
             if mask is not None and mask[:, :, z].any():
-                ax.contour(mask[:, :, z].T.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+                ax.contour(axial_to_display(mask[:, :, z]).astype(float), levels=[0.5], colors="red",
+                           linewidths=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -565,6 +568,4 @@ def render_demo_overview(manifest_path, out_png, *, n_lesioned: int = 2) -> Path
                 ax.set_ylabel(title, fontsize=7)
     figure.suptitle("tfuad demo data (axial slices, MNI152 2 mm grid)", fontsize=10)
     figure.tight_layout()
-    with atomic_path(out_png) as tmp:
-        figure.savefig(tmp, format="png")
-    return Path(out_png)
+    return save_figure(figure, Path(out_png))

@@ -61,7 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfuad.errors import ConfigError, DimensionError, NonFiniteError
-from tfuad.reports.figures import _check_png, _new_figure, _save
+from tfuad.reports.figures import check_png, new_figure, save_figure
 
 __all__ = [
     "total_variation",
@@ -468,17 +468,17 @@ def plot_lambda_curve(curve: Mapping, best: float, out_png):
     Returns:
         The PNG path.
     """
-    out = _check_png(out_png)
+    out = check_png(out_png)
     lams = sorted(float(k) for k in curve)
     values = [float(curve[k]) for k in sorted(curve, key=float)]
-    fig = _new_figure(5.0, 3.5)
+    fig = new_figure(5.0, 3.5)
     ax = fig.add_subplot()
     ax.plot(lams, values, "o-", color="tab:blue", label="ε(λ)")
     ax.axvline(float(best), color="tab:red", linestyle="--", label=f"chosen λ = {float(best):g}")
     ax.set_xlabel("λ (TV weight)")
     ax.set_ylabel("mean ℓ1 change on healthy slices")
     ax.legend()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 # --------------------------------------------------------------------------- convergence

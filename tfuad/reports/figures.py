@@ -46,6 +46,9 @@ __all__ = [
     "plot_example_grid",
     "plot_overlay",
     "plot_detection_overview",
+    "check_png",
+    "new_figure",
+    "save_figure",
 ]
 
 #: Resolution of the written PNG files.
@@ -78,20 +81,23 @@ def axial_to_display(slice2d) -> np.ndarray:
     return np.rot90(slice2d)
 
 
-def _check_png(out_png) -> Path:
+def check_png(out_png) -> Path:
+    """``out_png`` as a Path, or ``ValueError`` unless it names a ``.png`` file."""
     out = Path(out_png)
     if out.suffix.lower() != ".png":
         raise ValueError(f"{out}: figures are written as PNG; the file name must end in .png")
     return out
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure on an Agg canvas (no pyplot, no display needed)."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, out: Path) -> Path:
+def save_figure(fig: Figure, out: Path) -> Path:
+    """Write ``fig`` to ``out`` as PNG, atomically; returns ``out``."""
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return out
@@ -157,11 +163,11 @@ def plot_roc_pr(curves: Mapping, out_png, *, title: str | None = None, max_point
     >>> plot_roc_pr({"vae": (scores, truth)}, os.path.join(tempfile.mkdtemp(), "c.png")).suffix
     '.png'
     """
-    out = _check_png(out_png)
+    out = check_png(out_png)
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("no curves to plot")
     points = {str(name): _curve(str(name), c, max_points) for name, c in curves.items()}
-    fig = _new_figure(10.0, 4.6)
+    fig = new_figure(10.0, 4.6)
     roc_ax, pr_ax = fig.subplots(1, 2)
     for name, p in points.items():
         auroc = f" (AUROC {p['auroc']:.3f})" if "auroc" in p else ""
@@ -181,7 +187,7 @@ def plot_roc_pr(curves: Mapping, out_png, *, title: str | None = None, max_point
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_dice_vs_lesion_size(rows: Sequence[Mapping], out_png, *, metric: str = "dice",
@@ -215,7 +221,7 @@ def plot_dice_vs_lesion_size(rows: Sequence[Mapping], out_png, *, metric: str = 
     >>> plot_dice_vs_lesion_size(rows, os.path.join(tempfile.mkdtemp(), "d.png")).name
     'd.png'
     """
-    out = _check_png(out_png)
+    out = check_png(out_png)
     rows = list(rows)
     for i, row in enumerate(rows):
         if "lesion_voxels" not in row or metric not in row:
@@ -225,7 +231,7 @@ def plot_dice_vs_lesion_size(rows: Sequence[Mapping], out_png, *, metric: str = 
         raise ValueError(f"no subject with lesion voxels and a finite {metric!r} to plot")
     sizes = np.array([r["lesion_voxels"] for r in lesion_rows], float)
     values = np.array([r[metric] for r in lesion_rows], float)
-    fig = _new_figure(5.5, 4.2)
+    fig = new_figure(5.5, 4.2)
     ax = fig.subplots()
     ax.scatter(sizes, values, s=22, zorder=3)
     ax.axhline(values.mean(), color="k", linestyle="--", linewidth=0.8, label=f"mean {values.mean():.3f}")
@@ -246,7 +252,7 @@ def plot_dice_vs_lesion_size(rows: Sequence[Mapping], out_png, *, metric: str = 
     ax.set_title((title or f"{metric} vs lesion size")
                  + (f"\n({left_out} subject(s) without lesion or {metric} not shown)" if left_out else ""),
                  fontsize="medium")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_example_grid(rows_of_slices: Sequence[Mapping], out_png,
@@ -291,7 +297,7 @@ def plot_example_grid(rows_of_slices: Sequence[Mapping], out_png,
     >>> plot_example_grid([row], os.path.join(tempfile.mkdtemp(), "g.png")).name
     'g.png'
     """
-    out = _check_png(out_png)
+    out = check_png(out_png)
     rows = list(rows_of_slices)
     columns = list(columns)
     if not rows or not columns:
@@ -323,7 +329,7 @@ def plot_example_grid(rows_of_slices: Sequence[Mapping], out_png,
             lo = 0.0 if hi > 0 else min(float(r[c].min()) for r in grid)
             ranges[c] = (lo, hi if hi > lo else lo + 1.0)
 
-    fig = _new_figure(2.1 * len(columns), 2.1 * len(rows) + (0.6 if title else 0.3))
+    fig = new_figure(2.1 * len(columns), 2.1 * len(rows) + (0.6 if title else 0.3))
     axes = fig.subplots(len(rows), len(columns), squeeze=False)
     for i, row in enumerate(grid):
         base = row[columns[0]]
@@ -346,7 +352,7 @@ def plot_example_grid(rows_of_slices: Sequence[Mapping], out_png,
                 ax.set_ylabel(str(row_labels[i]), fontsize="small")
     if title:
         fig.suptitle(title, fontsize="medium")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _overview_slices(image: np.ndarray, segmentation: np.ndarray, n_slices: int) -> list:
@@ -440,7 +446,7 @@ def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, a
     >>> plot_overlay(img, amap, amap > 0.9, os.path.join(tempfile.mkdtemp(), "o.png")).name
     'o.png'
     """
-    out = _check_png(out_png)
+    out = check_png(out_png)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     image = _slice(image2d, "image")
@@ -450,7 +456,7 @@ def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, a
     if len(set(shapes.values())) > 1:
         raise ValueError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
     image, amap = axial_to_display(image), axial_to_display(amap.astype(np.float32))
-    fig = _new_figure(4.6, 4.2)
+    fig = new_figure(4.6, 4.2)
     ax = fig.subplots()
     _blank_axes(ax)
     lo, hi = np.percentile(image, [0.5, 99.5])
@@ -464,4 +470,4 @@ def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, a
         _draw_contour(ax, axial_to_display(mask), "red")
     if title:
         ax.set_title(title, fontsize="medium")
-    return _save(fig, out)
+    return save_figure(fig, out)
