@@ -42,6 +42,9 @@ def _check_size(ctx, param, value):
               help="Side of the square slices: 128 or 256 as in the papers (any multiple of 32 works).")
 @click.option("--normalization", type=click.Choice(["percentile", "zscore"]), default=None,
               help="Intensity normalisation [default: zscore for vae/gmvae (Chen), percentile for the others (Baur)].")
+@click.option("--standardize/--no-standardize", default=False, show_default=True,
+              help="Histogram standardisation (Nyúl-Udupa landmarks learned on the training subjects, stored "
+                   "with the model): the same tissue gets the same value across subjects and scanners.")
 @click.option("--seed", default=0, show_default=True, help="Seed for weights, shuffling and augmentation.")
 @click.option("--augment/--no-augment", default=False, show_default=True, help="Light flips and intensity jitter.")
 @click.option("--clusters", type=int, default=None, help="gmvae: number of mixture components (paper: 3, 6, 9).")
@@ -53,8 +56,8 @@ def _check_size(ctx, param, value):
               show_default=True, help="tf.distribute strategy; multiworker reads the standard TF_CONFIG.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @click.option("--overwrite", is_flag=True, help="Replace the run in --out.")
-def train(model, data_path, modality, run_dir, protocol, epochs, batch_size, image_size, normalization, seed,
-          augment, clusters, latent_size, model_options, strategy, resume, overwrite):
+def train(model, data_path, modality, run_dir, protocol, epochs, batch_size, image_size, normalization, standardize,
+          seed, augment, clusters, latent_size, model_options, strategy, resume, overwrite):
     """Train MODEL on the healthy slices of a dataset's training subjects.
 
     \b
@@ -83,7 +86,8 @@ def train(model, data_path, modality, run_dir, protocol, epochs, batch_size, ima
     if protocol:
         dataset = dataset.with_protocol(protocol)
     config = TrainConfig(model=model.lower(), modality=modality.lower(), epochs=epochs, batch_size=batch_size,
-                         image_size=image_size, seed=seed, normalization=normalization, model_kwargs=kwargs,
+                         image_size=image_size, seed=seed, normalization=normalization, standardize=standardize,
+                         model_kwargs=kwargs,
                          augment=augment, strategy=strategy)
     run_training(run_dir, dataset, config, resume=resume, overwrite=overwrite, log=click.echo)
     click.echo(f"saved {run_dir}/model.keras")

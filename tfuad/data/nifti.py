@@ -11,9 +11,7 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from tfuad.errors import (
     GeometryMismatchError,
     NonFiniteError,
 )
+from tfuad.files import atomic_path
 
 __all__ = [
     "Volume",
@@ -181,30 +180,6 @@ def load_mask(path, like: Volume, *, what: str = "mask", require_nonempty: bool 
     if require_nonempty and not out.any():
         raise EmptyMaskError(path, f"{what} has no non-zero voxel")
     return out
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; move it into place only on success.
-
-    The temporary name keeps the file's extension so writers that look at it
-    (``.nii.gz`` → gzip) behave as for the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def _refuse_input_overwrite(path, reference: Volume):

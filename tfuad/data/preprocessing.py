@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from tfuad.data.nifti import Volume, load_mask, load_volume
+from tfuad.data.standardize import HistogramStandardizer
 from tfuad.errors import ConfigError, DataError, EmptyMaskError, MissingModalityError
 
 __all__ = [
@@ -79,6 +80,15 @@ class PreprocessConfig:
         min_brain_fraction: Training slices need at least this fraction of
             brain pixels in the square slice.
         crop_margin: Voxels kept in-plane around the brain's bounding box.
+        standardize: Map every subject's brain histogram onto standard
+            landmarks learned from the training subjects (Nyúl–Udupa, see
+            :mod:`tfuad.data.standardize`) before normalising, so the same
+            tissue gets the same value across subjects and scanners. With
+            ``"percentile"`` the standard scale replaces the per-volume
+            percentiles (healthy brain spans about ``[0, 1]``; values are
+            clipped below at 0, not above, so bright lesions stay bright);
+            with ``"zscore"`` the fixed statistics are those of the
+            standardised training voxels (Chen et al.).
 
     Raises:
         ConfigError: for a value out of range.
@@ -98,6 +108,7 @@ class PreprocessConfig:
     healthy_margin: int = 3
     min_brain_fraction: float = 0.05
     crop_margin: int = 2
+    standardize: bool = False
 
     def __post_init__(self):
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, (int, np.integer)) \
@@ -126,6 +137,9 @@ class PreprocessConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
             setattr(self, name, int(value))
+        if not isinstance(self.standardize, (bool, np.bool_)):
+            raise ConfigError(f"standardize must be true or false, got {self.standardize!r}")
+        self.standardize = bool(self.standardize)
         try:
             self.min_brain_fraction = float(self.min_brain_fraction)
         except (TypeError, ValueError):
@@ -199,11 +213,16 @@ def _brain_voxels(data, mask) -> np.ndarray:
 
 
 def fit_intensity_stats(volumes, masks, config: PreprocessConfig) -> dict:
-    """Intensity statistics that stay fixed for every subject (Chen et al.).
+    """Intensity statistics learned once on training subjects, then fixed.
 
-    For ``"zscore"`` this is the mean and standard deviation of the brain
-    voxels pooled over ``volumes`` (pass one volume to use a single reference
-    subject, as in the paper). ``"percentile"`` scaling is per volume and needs
+    * ``standardize``: the standard histogram landmarks
+      (:class:`~tfuad.data.standardize.HistogramStandardizer`), stored under
+      ``"standardizer"``.
+    * ``"zscore"``: the mean and standard deviation of the brain voxels pooled
+      over ``volumes`` (after standardisation when it is on); pass one volume
+      to use a single reference subject, as in Chen et al.
+
+    ``"percentile"`` scaling without standardisation is per volume and needs
     no statistics.
 
     Args:
@@ -212,7 +231,7 @@ def fit_intensity_stats(volumes, masks, config: PreprocessConfig) -> dict:
         config: The preprocessing config.
 
     Returns:
-        ``{"mean": float, "std": float}`` for ``"zscore"``, ``{}`` otherwise.
+        A JSON-compatible dict (empty when nothing needs fitting).
 
     Raises:
         ValueError: no volumes, or their brain intensities are constant.
@@ -222,21 +241,30 @@ def fit_intensity_stats(volumes, masks, config: PreprocessConfig) -> dict:
         >>> fit_intensity_stats([v], [v > 0], PreprocessConfig(normalization="zscore"))
         {'mean': 4.0, 'std': 2.0}
     """
-    if config.normalization != "zscore":
+    if config.normalization != "zscore" and not config.standardize:
         return {}
+    pairs = list(zip(volumes, masks, strict=True))
+    if not pairs:
+        raise ValueError("fit_intensity_stats needs at least one volume")
+    stats, standardizer = {}, None
+    if config.standardize:
+        standardizer = HistogramStandardizer.fit([v for v, _ in pairs], [m for _, m in pairs])
+        stats["standardizer"] = standardizer.to_dict()
+    if config.normalization != "zscore":
+        return stats
     n, total, total_sq = 0, 0.0, 0.0
-    for volume, mask in zip(volumes, masks, strict=True):
+    for volume, mask in pairs:
         voxels = _brain_voxels(volume, mask).astype(np.float64)
+        if standardizer is not None:
+            voxels = standardizer.apply(voxels)
         n += voxels.size
         total += float(voxels.sum())
         total_sq += float(np.square(voxels).sum())
-    if n == 0:
-        raise ValueError("fit_intensity_stats needs at least one volume")
     mean = total / n
     std = float(np.sqrt(max(total_sq / n - mean * mean, 0.0)))
     if not std > 0:
         raise ValueError("brain intensities are constant: cannot fit a standard deviation")
-    return {"mean": mean, "std": std}
+    return {"mean": mean, "std": std, **stats}
 
 
 def normalize_intensity(data, brain_mask, config: PreprocessConfig, stats: dict | None = None) -> np.ndarray:
@@ -246,7 +274,8 @@ def normalize_intensity(data, brain_mask, config: PreprocessConfig, stats: dict 
         data: 3D image array.
         brain_mask: 3D boolean mask of ``data``'s shape.
         config: Chooses the method and the background value.
-        stats: Output of :func:`fit_intensity_stats` (required for ``"zscore"``).
+        stats: Output of :func:`fit_intensity_stats` (required for
+            ``"zscore"`` and for ``standardize``).
 
     Returns:
         float32 array: brain voxels normalised, other voxels equal to
@@ -266,10 +295,16 @@ def normalize_intensity(data, brain_mask, config: PreprocessConfig, stats: dict 
     data = np.asarray(data, dtype=np.float64)
     brain_mask = np.asarray(brain_mask, dtype=bool)
     voxels = _brain_voxels(data, brain_mask)
+    if config.standardize:
+        if not stats or "standardizer" not in stats:
+            raise ConfigError("standardize needs stats {'standardizer': ...} from fit_intensity_stats")
+        voxels = HistogramStandardizer.from_dict(stats["standardizer"]).apply(voxels)
     if config.normalization == "zscore":
         if not stats or "mean" not in stats or "std" not in stats or not float(stats["std"]) > 0:
             raise ConfigError("zscore normalization needs stats {'mean', 'std' > 0} from fit_intensity_stats")
         scaled = (voxels - float(stats["mean"])) / float(stats["std"])
+    elif config.standardize:
+        scaled = np.maximum(voxels, 0.0)
     else:
         lo, hi = np.percentile(voxels, config.percentiles)
         if not hi > lo:

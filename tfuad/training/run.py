@@ -16,45 +16,12 @@ Example:
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-from tfuad.data.nifti import atomic_path
 from tfuad.errors import ConfigError
+from tfuad.files import read_json, write_json
 
 __all__ = ["RunDir", "write_json", "read_json"]
-
-
-def write_json(obj, path) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    return Path(path)
-
-
-def read_json(path):
-    """Read a JSON file; a missing or broken file is a :class:`ConfigError` naming it."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-
-
-def _jsonable(obj):
-    import numpy as np
-
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 class RunDir:

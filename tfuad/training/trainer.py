@@ -39,6 +39,8 @@ class TrainConfig:
         image_size: Side of the square slices (128 or 256).
         seed: Seed of weights, shuffling and augmentation.
         normalization: ``percentile`` or ``zscore``; ``None`` picks the paper's choice.
+        standardize: Histogram standardisation to landmarks learned on the
+            training subjects (see :class:`~tfuad.data.preprocessing.PreprocessConfig`).
         model_kwargs: Extra constructor arguments of the model.
         augment: Light label-free augmentation (flips, intensity jitter).
         strategy: ``default``, ``mirrored`` or ``multiworker`` (``TF_CONFIG``).
@@ -51,6 +53,7 @@ class TrainConfig:
     image_size: int = 128
     seed: int = 0
     normalization: str | None = None
+    standardize: bool = False
     model_kwargs: dict = field(default_factory=dict)
     augment: bool = False
     strategy: str = "default"
@@ -102,7 +105,7 @@ def _fit_stats(subjects, modality, pconfig):
     from tfuad.data.nifti import load_mask, load_volume
     from tfuad.data.preprocessing import brain_mask_from_image, fit_intensity_stats
 
-    if pconfig.normalization != "zscore":
+    if pconfig.normalization != "zscore" and not pconfig.standardize:
         return {}
     volumes, masks = [], []
     for s in subjects:
@@ -220,7 +223,8 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
         config.epochs = epochs
         pconfig = PreprocessConfig.from_dict(stored["preprocess"])
     else:
-        pconfig = PreprocessConfig(image_size=config.image_size, normalization=config.resolved_normalization())
+        pconfig = PreprocessConfig(image_size=config.image_size, normalization=config.resolved_normalization(),
+                                   standardize=config.standardize)
     cls = model_class(config.model)
     kwargs = {"image_size": config.image_size, **config.model_kwargs}
     strategy = _strategy(config.strategy)
