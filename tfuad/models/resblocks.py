@@ -57,6 +57,15 @@ def _flipped(kernel):
 
 
 def _filter_grad(x, kernel, dy, stride):
+    """Gradient of a "same" convolution with respect to its kernel.
+
+    A 1×1 kernel reads every ``stride``-th pixel of ``x`` (no padding for even
+    sizes), so its gradient is one matrix product; this also avoids a oneDNN
+    ``Conv2DBackpropFilter`` kernel that corrupts memory for 1×1 stride-2
+    convolutions of single-channel inputs.
+    """
+    if kernel.shape[0] == 1 and kernel.shape[1] == 1:
+        return tf.einsum("bhwc,bhwd->cd", x[:, ::stride, ::stride, :], dy)[None, None]
     return tf.raw_ops.Conv2DBackpropFilter(
         input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=[1, stride, stride, 1], padding="SAME"
     )
