@@ -75,7 +75,8 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
         run_dir: Run directory.
         dataset: :class:`~tfuad.data.layouts.Dataset` with ``train`` and ``calib``
             splits (or healthy subjects); ``calib`` gives the FPR thresholds and λ,
-            ``train`` the 98th percentile (MAP-TV: ``calib``, restoration being costly).
+            ``train`` the 98th percentile (MAP-TV and AnoGAN: ``calib``, their
+            per-image optimisation being costly).
         method: ``residual``, ``map-tv`` or ``intensity``.
         fprs: FPR limits.
         percentile: Percentile threshold (paper: 98).
@@ -123,12 +124,14 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
         detector._lam = float(best)
         if float(best) == max(curve):
             log(f"warning: ε(λ) is smallest at the largest λ of the grid ({best:g}), so the curve has no "
-                "interior minimum there; extend the grid with --lambdas to check")
+                "interior minimum there. The better the schedule maximises the objective, the closer X̂ comes "
+                "to Y as λ grows, so a wider grid (--lambdas) may only move the choice further up; check the "
+                "lesion maps of a lesioned validation case (benchmarks/convergence.py --lam) before using it")
         log(f"λ = {best:g} (curve: {detector.run.path / 'lambda_curve.png'})")
     with tqdm(total=len(calib), desc=f"calibrating {method}", unit="volume") as bar:
         calib_values, calib_slice_values = healthy_values(detector, calib, progress=bar)
-    if method == "map-tv":
-        p_values, p_source = calib_values, "calib"
+    if method == "map-tv" or (method == "residual" and getattr(detector.model, "iterative", False)):
+        p_values, p_source = calib_values, "calib"  # restoring every training volume would be too costly
     else:
         train, _ = prepare_split(split_subjects(dataset, "train"), modality, detector.pconfig, detector.stats,
                                  log=log)

@@ -307,6 +307,7 @@ class AnoGAN(_AdversarialTraining, LossTrackingModel):
     """
 
     model_name = "anogan"
+    iterative = True
 
     def __init__(self, image_size: int = 128, channels: int = 1, sigma: float = 1.0,
                  latent_dim: int = 128, feature_size: int | None = None, base_filters: int = 32,

@@ -51,6 +51,10 @@ class AnomalyModel(keras.Model):
     model_name = None
     #: True when :meth:`log_density` is a proper ELBO.
     has_elbo = False
+    #: True when :meth:`reconstruct` runs an optimisation per image (AnoGAN's
+    #: latent search); calibration then takes the 98th percentile on the
+    #: calibration subjects instead of all training volumes, as for MAP-TV.
+    iterative = False
 
     def __init__(self, image_size: int = 128, channels: int = 1, sigma: float = 1.0, **kwargs):
         super().__init__(**kwargs)
