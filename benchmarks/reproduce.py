@@ -161,9 +161,15 @@ def _reconstruction_figure(runs, dataset, args, path, log):
                            lesion_mask_path=subject.lesion_mask)
         z = int(np.argmax(prep.lesion.reshape(len(prep.lesion), -1).sum(1)))
         x = prep.slices[z:z + 1]
-        recons[label] = np.asarray(det.model.reconstruct(x))[0, ..., 0]
+        recon = np.asarray(det.model.reconstruct(x))[0, ..., 0]
         if image is None:
-            image, truth = x[0, ..., 0], prep.lesion[z, ..., 0] if prep.lesion.ndim == 4 else prep.lesion[z]
+            image, truth = x[0, ..., 0], prep.lesion[z].reshape(x.shape[1:3])
+        # models normalise differently (percentile vs z-score): show every reconstruction on the
+        # first model's intensity scale, through the affine map between the two inputs' brain pixels;
+        # outside the brain (never scored) the input is shown
+        brain = prep.brain[z].reshape(x.shape[1:3]).astype(bool)
+        a, b = np.polyfit(x[0, ..., 0][brain], image[brain], 1)
+        recons[label] = np.where(brain, a * recon + b, image)
     figures.reconstruction_comparison(image, recons, truth=truth, path=path,
                                       title=f"{subject.id}, {args.modality}, one axial slice")
     log(f"wrote {path}")
