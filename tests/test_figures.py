@@ -121,3 +121,49 @@ def test_plot_detection_overview(tmp_path):
     _check_png(out, (630, 450))
     with pytest.raises(ValueError, match="one shape"):
         plot_detection_overview(image, residual[:, :, :-1], seg, tmp_path / "bad.png")
+
+
+def test_reconstruction_comparison_lays_out_models_side_by_side(tmp_path):
+    from tfuad.reports.figures import reconstruction_comparison
+
+    image, reconstruction, residual, brain, lesion = _subject(3, shape=(32, 32, 8))
+    x, truth = image[:, :, 4], lesion[:, :, 4]
+    names = ["dae", "dvae", "sae", "svae", "saegan", "anovaegan", "anogan", "vae", "gmvae"]
+    recons = {n: reconstruction[:, :, 4] * (1 + 0.05 * i) for i, n in enumerate(names)}
+    fig = reconstruction_comparison(x, recons, truth=truth, path=tmp_path / "all.png", title="one slice")
+    _check_png(tmp_path / "all.png", (1820, 425))
+    image_axes = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    assert [ax.get_title() for ax in image_axes[:len(names) + 1]] == ["input", *names]
+    residual_axes = image_axes[len(names) + 1:]
+    assert len(residual_axes) == len(names) + 1
+    shown = residual_axes[1].images[0]
+    np.testing.assert_allclose(shown.get_array(), np.abs(x - recons["dae"]), atol=1e-6)
+    largest = max(np.abs(x - r).max() for r in recons.values())
+    for ax in residual_axes[1:]:
+        assert ax.images[0].get_clim() == pytest.approx((0.0, largest), rel=1e-6)
+    assert len({ax.images[0].get_clim() for ax in image_axes[:len(names) + 1]}) == 1
+    assert residual_axes[0].collections  # the ground-truth contour
+
+    no_truth = reconstruction_comparison(x[..., None], {"sae": recons["sae"][..., None]})
+    assert not (tmp_path / "none.png").exists() and len(no_truth.axes) == 6
+    assert not no_truth.axes[2].axison  # no ground truth: the first cell of row 2 is empty
+    with pytest.raises(ValueError, match="shape mismatch"):
+        reconstruction_comparison(x, {"sae": recons["sae"][:-1]})
+    with pytest.raises(ValueError, match="at least one reconstruction"):
+        reconstruction_comparison(x, {})
+    with pytest.raises(ValueError, match="NaN"):
+        reconstruction_comparison(x, {"sae": np.full_like(x, np.nan)})
+    with pytest.raises(ValueError, match=r"\.png"):
+        reconstruction_comparison(x, recons, path=tmp_path / "all.jpg")
+
+
+def test_plot_convergence(tmp_path):
+    from tfuad.reports.figures import plot_convergence
+
+    curves = {"vae": {0: 0.71, 10: 0.80, 50: 0.83}, "gmvae": {0: 0.70, 10: 0.82, 50: 0.85}}
+    out = plot_convergence(curves, tmp_path / "convergence.png", title="AUROC vs steps")
+    _check_png(out, (500, 360))
+    with pytest.raises(ValueError, match="no curves"):
+        plot_convergence({}, tmp_path / "c.png")
+    with pytest.raises(ValueError, match="non-finite"):
+        plot_convergence({"vae": {0: float("nan")}}, tmp_path / "c.png")

@@ -9,12 +9,17 @@
   Fig. 5);
 * :func:`plot_overlay`: an anomaly map and a segmentation over one slice;
 * :func:`plot_detection_overview`: input, anomaly map and segmentation of a
-  volume on a few axial slices.
+  volume on a few axial slices;
+* :func:`reconstruction_comparison`: one slice reconstructed by several models
+  and their residuals side by side (Baur et al. 2018, Fig. 5);
+* :func:`plot_convergence`: AUROC of MAP-TV lesion maps against the number of
+  restoration steps (Chen et al. 2020, Fig. 10c).
 
 Slices are axial cuts ``data[:, :, z]`` of canonical RAS+ volumes
 (see :mod:`tfuad.data.nifti`); :func:`axial_to_display` is the one place where
 they are oriented for display. Every function writes its PNG atomically and
-returns the path.
+returns the path (:func:`reconstruction_comparison` returns the figure and
+writes the PNG when given a path).
 
 Example:
     >>> import numpy as np, tempfile, os
@@ -46,6 +51,8 @@ __all__ = [
     "plot_example_grid",
     "plot_overlay",
     "plot_detection_overview",
+    "reconstruction_comparison",
+    "plot_convergence",
     "check_png",
     "new_figure",
     "save_figure",
@@ -468,6 +475,154 @@ def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, a
     fig.colorbar(overlay, ax=ax, shrink=0.8, label="anomaly score")
     if mask is not None:
         _draw_contour(ax, axial_to_display(mask), "red")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return save_figure(fig, out)
+
+
+def _model_slice(array, what: str) -> np.ndarray:
+    """A model-space slice ``(S, S)`` or ``(S, S, 1)`` as a 2D array."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return _slice(array, what)
+
+
+def reconstruction_comparison(image, reconstructions: Mapping, *, truth=None, path=None,
+                              title: str | None = None) -> Figure:
+    """One slice, its reconstruction by each model and each residual ``|x − x̂|``.
+
+    Row 1 shows the input, then every reconstruction, all in the input's grey
+    window (0.5th to 99.5th percentile), so brightness is comparable across
+    models. Row 2 shows the ground truth (as a red contour on the input, when
+    given), then every residual on one shared ``inferno`` scale from 0 to the
+    largest residual of all models; the ground truth is outlined on each
+    residual too. Model names are the column titles and each row has one
+    colour bar. Made to stay legible with ten or more models.
+
+    Slices are in the model's layout (``prepare_volume(...).slices[z]``:
+    anterior up, the patient's left on the left) and are drawn as they are.
+
+    Parameters
+    ----------
+    image : array_like, shape (S, S) or (S, S, 1)
+        The input slice.
+    reconstructions : dict
+        ``{model name: reconstruction}``, each of the input's shape, in
+        display order.
+    truth : array_like of bool, optional
+        Lesion mask of the slice.
+    path : path, optional
+        When given, the figure is also written there as PNG, atomically.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).random((32, 32))
+    >>> fig = reconstruction_comparison(x, {"sae": 0.9 * x, "svae": 0.8 * x}, truth=x > 0.95)
+    >>> len(fig.axes)          # 2 rows x 3 columns + 2 colour bars
+    8
+    """
+    if not isinstance(reconstructions, Mapping) or not reconstructions:
+        raise ValueError("reconstruction_comparison needs at least one reconstruction")
+    out = None if path is None else check_png(path)
+    x = _model_slice(image, "image").astype(np.float32)
+    recons = {str(k): _model_slice(v, f"reconstruction {k!r}").astype(np.float32)
+              for k, v in reconstructions.items()}
+    mask = None if truth is None else _model_slice(truth, "truth").astype(bool)
+    shapes = {"image": x.shape, **{f"reconstruction {k!r}": r.shape for k, r in recons.items()},
+              **({} if mask is None else {"truth": mask.shape})}
+    if len(set(shapes.values())) > 1:
+        raise ValueError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+    residuals = {k: np.abs(x - r) for k, r in recons.items()}
+    lo, hi = (float(v) for v in np.percentile(x, [0.5, 99.5]))
+    grey = dict(cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1.0, interpolation="nearest")
+    top = max(float(r.max()) for r in residuals.values())
+    heat = dict(cmap="inferno", vmin=0.0, vmax=top if top > 0 else 1.0, interpolation="nearest")
+
+    n = len(recons) + 1
+    fig = new_figure(1.75 * n + 0.7, 2 * 1.9 + (0.45 if title else 0.2))
+    axes = fig.subplots(2, n, squeeze=False)
+    for ax in axes.ravel():
+        _blank_axes(ax)
+    shown = axes[0, 0].imshow(x, **grey)
+    axes[0, 0].set_title("input", fontsize="medium")
+    axes[0, 0].set_ylabel("input / reconstruction", fontsize="small")
+    axes[1, 0].set_ylabel("truth / |x − x̂|", fontsize="small")
+    if mask is not None:
+        axes[1, 0].imshow(x, **grey)
+        _draw_contour(axes[1, 0], mask, "red")
+        axes[1, 0].set_title("ground truth", fontsize="medium", color="red")
+    else:
+        axes[1, 0].axis("off")
+    heat_image = None
+    for j, (name, recon) in enumerate(recons.items(), 1):
+        axes[0, j].imshow(recon, **grey)
+        axes[0, j].set_title(name, fontsize="medium")
+        heat_image = axes[1, j].imshow(residuals[name], **heat)
+        if mask is not None:
+            _draw_contour(axes[1, j], mask, "cyan")
+    fig.colorbar(shown, ax=list(axes[0]), shrink=0.85, pad=0.01, aspect=15, label="intensity")
+    fig.colorbar(heat_image, ax=list(axes[1]), shrink=0.85, pad=0.01, aspect=15, label="|x − x̂|")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
+def plot_convergence(curves: Mapping, out_png, *, title: str | None = None,
+                     ylabel: str = "pixel AUROC of |y − x̂|") -> Path:
+    """A score of the restoration against the number of steps, one line per model.
+
+    Draws what :func:`~tfuad.detection.restoration.convergence_curve`
+    returns (cf. Chen et al. 2020, Fig. 10c: AUROC rises over the first
+    steps, then levels off).
+
+    Parameters
+    ----------
+    curves : dict
+        ``{name: {steps: value}}``.
+    out_png : path
+    title : str, optional
+    ylabel : str, optional
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> curve = {0: 0.70, 50: 0.80, 100: 0.82}
+    >>> plot_convergence({"vae": curve}, os.path.join(tempfile.mkdtemp(), "c.png")).name
+    'c.png'
+    """
+    out = check_png(out_png)
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError("no curves to plot")
+    lines = {}
+    for name, curve in curves.items():
+        if not isinstance(curve, Mapping) or not curve:
+            raise ValueError(f"curve {name!r} must be a non-empty dict {{steps: value}}")
+        steps = sorted(curve, key=float)
+        values = np.array([float(curve[s]) for s in steps])
+        if not np.isfinite(values).all():
+            raise ValueError(f"curve {name!r} has non-finite values")
+        lines[str(name)] = ([float(s) for s in steps], values)
+    fig = new_figure(5.0, 3.6)
+    ax = fig.subplots()
+    for name, (steps, values) in lines.items():
+        ax.plot(steps, values, "o-", label=name, markersize=4)
+    ax.set(xlabel="restoration steps", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
     if title:
         ax.set_title(title, fontsize="medium")
     return save_figure(fig, out)
