@@ -30,6 +30,7 @@ setup(
         "nilearn>=0.11",
         "tqdm>=4.66",
         "tensorboard>=2.19",
+        "SimpleITK>=2.5",
     ],
     extras_require={
         "serving": ["tensorflow-serving-api==2.21.*"],

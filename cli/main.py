@@ -3,6 +3,7 @@
 Pipeline::
 
     tfuad data demo      write the built-in demo dataset
+    tfuad preprocess     raw scans to model-ready volumes (registration, brain extraction, standardisation)
     tfuad train MODEL    train a normative model on healthy slices
     tfuad calibrate      thresholds (98th percentile, FPR limits) and λ for MAP-TV
     tfuad detect         anomaly maps and lesion masks for new scans (NIfTI in, NIfTI out)
@@ -56,7 +57,7 @@ def _register():
 
     main.add_command(data_cmd.data)
     main.add_command(train_cmd.train)
-    for name in ("calibrate_cmd", "detect_cmd", "evaluate_cmd", "export_cmd"):
+    for name in ("calibrate_cmd", "detect_cmd", "evaluate_cmd", "export_cmd", "preprocess_cmd"):
         try:
             module = __import__(f"tfuad.cli.{name}", fromlist=["command"])
         except ModuleNotFoundError as err:

@@ -1,0 +1,534 @@
+"""Raw scans to model-ready volumes: the steps, their record, and a fault-tolerant parallel batch.
+
+Steps, in this order, each optional (:data:`STEPS`):
+
+``reorient``     hold the volume in canonical RAS+ voxel order (outputs not resampled to the
+                 template are then written in that order, otherwise in the file's own);
+``bias``         N4 bias-field correction (:mod:`tfuad.preprocess.bias`);
+``denoise``      curvature-flow denoising (:mod:`tfuad.preprocess.denoise`);
+``register``     rigid + affine registration to the template (:mod:`tfuad.preprocess.registration`);
+``extract``      atlas-based brain extraction (:mod:`tfuad.preprocess.brain_extraction`); without it
+                 the brain mask is the subject's own mask file or its non-zero voxels (skull-stripped
+                 input);
+``resample``     onto the template grid (1 or 2 mm), through the registration when there is one;
+``standardize``  Nyúl–Udupa histogram standardisation (:mod:`tfuad.data.standardize`), learned from
+                 this batch (``fit``) or read from a saved reference (``apply``);
+``normalize``    final scaling of brain intensities to ``[0, 1]``-like values, background 0.
+
+Lesion and brain masks follow the same spatial transforms with nearest-neighbour
+interpolation. Output folder::
+
+    manifest.csv                   subject, <modality>, brain_mask, lesion_mask, split, healthy
+    standardizer.json              with standardisation
+    <subject>/<subject>_<modality>.nii.gz, <subject>_brainmask.nii.gz, <subject>_seg.nii.gz
+    <subject>/preprocess.json      every step, its parameters, the transform, versions, timings
+    qc/<subject>.png, qc_montage.png
+
+Subjects run in two phases (spatial steps, then intensity steps once a
+standardiser is fitted on the whole batch), each over a process pool. A subject
+that fails is reported on one line and left out; the others finish.
+
+Example:
+    >>> options = PreprocessOptions(modality="t1", standardize="fit")          # doctest: +SKIP
+    >>> result = run_batch(jobs_from_inputs(["ixi_t1"], "t1"), "prep", options)  # doctest: +SKIP
+    >>> result.failed                                                          # doctest: +SKIP
+    {}
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import multiprocessing
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfuad.errors import ConfigError, DataError, DatasetError
+from tfuad.files import atomic_path, read_json, write_json
+
+__all__ = ["STEPS", "DEFAULT_STEPS", "NORMALIZE_MODES", "PreprocessOptions", "Job", "BatchResult",
+           "jobs_from_inputs", "run_batch", "parse_steps"]
+
+#: Every step, in the order they run.
+STEPS = ("reorient", "bias", "denoise", "register", "extract", "resample", "standardize", "normalize")
+#: Steps run unless ``--steps`` says otherwise (``standardize`` runs when a standardiser is fitted or given).
+DEFAULT_STEPS = ("reorient", "bias", "denoise", "register", "extract", "resample", "normalize")
+#: ``unit``: standardised scale (or per-volume 0.5/99.5 percentiles) mapped to [0, 1], floor 0;
+#: ``none``: intensities kept (background still 0).
+NORMALIZE_MODES = ("unit", "none")
+_NII = (".nii.gz", ".nii")
+
+
+def parse_steps(text) -> tuple:
+    """Steps from a comma-separated list (or ``all``), in pipeline order.
+
+    Example:
+        >>> parse_steps("resample,register")
+        ('register', 'resample')
+    """
+    names = [s.strip().lower() for s in str(text).split(",") if s.strip()]
+    if names == ["all"]:
+        return STEPS
+    unknown = [n for n in names if n not in STEPS]
+    if unknown or not names:
+        raise ConfigError(f"unknown step(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(STEPS)}")
+    return tuple(s for s in STEPS if s in names)
+
+
+@dataclass
+class PreprocessOptions:
+    """Settings of one preprocessing run (stored in every subject's record).
+
+    Args:
+        modality: Modality to read from dataset folders and to name outputs.
+        steps: Steps to run (see :data:`STEPS`).
+        template: Template name.
+        resolution: Template grid (mm): 1 or 2.
+        registration: ``"rigid"`` or ``"affine"``.
+        standardize: ``None``, ``"fit"`` (learn from this batch) or ``"apply"``.
+        standardizer: Path of the saved standardiser for ``"apply"``.
+        normalize: One of :data:`NORMALIZE_MODES`.
+        denoise_iterations: Curvature-flow iterations.
+        n4_shrink: Shrink factor of the N4 estimation.
+        sampling: Fraction of voxels sampled by the registration metric.
+        split: Split written for every subject (default: the input's).
+        calib: This many subjects (evenly spread over the sorted ids) get split ``calib``.
+        seed: Registration sampling seed.
+        refine_mask: Refine the carried-over template brain mask on the
+            subject's intensities (:func:`~tfuad.preprocess.brain_extraction.refine_brain_mask`).
+            Off by default: on the demo data the carried mask alone matches the
+            known brain mask better (Dice 0.905 against 0.894).
+    """
+
+    modality: str = "t1"
+    steps: tuple = DEFAULT_STEPS
+    template: str = "mni152"
+    resolution: int = 2
+    registration: str = "affine"
+    standardize: str | None = None
+    standardizer: str | None = None
+    normalize: str = "unit"
+    denoise_iterations: int = 3
+    n4_shrink: int = 2
+    sampling: float = 0.1
+    split: str | None = None
+    calib: int = 0
+    seed: int = 0
+    refine_mask: bool = False
+
+    def __post_init__(self):
+        self.steps = parse_steps(",".join(self.steps)) if self.steps else ()
+        if self.standardize not in (None, "fit", "apply"):
+            raise ConfigError(f"standardize must be None, 'fit' or 'apply', got {self.standardize!r}")
+        if self.standardize == "apply" and not self.standardizer:
+            raise ConfigError("applying a histogram standardisation needs a standardizer.json (--standardize-reference)")
+        if self.standardize and "standardize" not in self.steps:
+            self.steps = parse_steps(",".join((*self.steps, "standardize")))
+        if "standardize" in self.steps and not self.standardize:
+            raise ConfigError("the standardize step needs --standardize-fit or --standardize-reference FILE")
+        if "extract" in self.steps and "register" not in self.steps:
+            raise ConfigError("brain extraction (extract) needs the register step")
+        if self.normalize not in NORMALIZE_MODES:
+            raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {self.normalize!r}")
+        if self.split is not None and self.split not in ("train", "calib", "test"):
+            raise ConfigError(f"split must be train, calib or test, got {self.split!r}")
+        if int(self.calib) < 0:
+            raise ConfigError(f"calib must be >= 0, got {self.calib!r}")
+
+
+@dataclass
+class Job:
+    """One subject to preprocess: its files and what the manifest says about it."""
+
+    subject: str
+    image: str
+    brain_mask: str | None = None
+    lesion_mask: str | None = None
+    split: str | None = None
+    healthy: bool | None = None
+
+
+@dataclass
+class BatchResult:
+    """Outcome of :func:`run_batch`.
+
+    Attributes:
+        done: Subject -> its record (``preprocess.json`` content).
+        failed: Subject -> the one-line error.
+        manifest: Path of the written ``manifest.csv`` (None when nothing succeeded).
+        seconds: Wall time of the batch.
+    """
+
+    done: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)
+    manifest: Path | None = None
+    seconds: float = 0.0
+
+
+def _stem(path) -> str:
+    name = Path(path).name
+    for ext in _NII:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(path).stem
+
+
+def jobs_from_inputs(inputs, modality: str) -> list:
+    """Jobs from NIfTI files and dataset folders / manifests (see :func:`tfuad.data.layouts.discover`).
+
+    Raises:
+        DatasetError: a subject id appears twice.
+    """
+    from tfuad.data.layouts import discover
+
+    jobs = []
+    for path in inputs:
+        if Path(path).is_dir() or str(path).lower().endswith(".csv"):
+            for s in discover(path).subjects:
+                image = s.images.get(modality)
+                jobs.append(Job(s.id, os.fspath(image) if image else "", _fs(s.brain_mask), _fs(s.lesion_mask),
+                                s.split, bool(s.healthy) if s.healthy else None))
+        else:
+            jobs.append(Job(_stem(path), os.fspath(path)))
+    seen = set()
+    for job in jobs:
+        if job.subject in seen:
+            raise DatasetError(job.image, f"subject id {job.subject!r} given twice")
+        seen.add(job.subject)
+    return jobs
+
+
+def _fs(path):
+    return None if path is None else os.fspath(path)
+
+
+# --------------------------------------------------------------------------- phase 1: spatial steps
+
+
+def _versions() -> dict:
+    import SimpleITK as sitk
+
+    import tfuad
+
+    return {"tfuad": tfuad.__version__, "SimpleITK": sitk.Version_VersionString(), "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _out_paths(out_dir: Path, subject: str, modality: str) -> dict:
+    folder = out_dir / subject
+    return {"image": folder / f"{subject}_{modality}.nii.gz", "brain_mask": folder / f"{subject}_brainmask.nii.gz",
+            "lesion_mask": folder / f"{subject}_seg.nii.gz", "record": folder / "preprocess.json",
+            "qc": out_dir / "qc" / f"{subject}.png"}
+
+
+def _spatial(job: Job, options: PreprocessOptions, out_dir: Path) -> dict:
+    """Phase 1 of one subject: load, bias, denoise, register, extract, resample; writes image and masks."""
+    import SimpleITK as sitk
+
+    from tfuad.data.nifti import load_mask, load_volume, save_like, save_volume
+    from tfuad.data.preprocessing import brain_mask_from_image
+    from tfuad.preprocess import bias, brain_extraction, denoise, registration
+    from tfuad.preprocess.io import from_sitk, to_sitk
+    from tfuad.preprocess.template import load_template
+
+    start = time.perf_counter()
+    steps = options.steps
+    if not job.image:
+        raise DataError(job.subject, f"no {options.modality} image")
+    volume = load_volume(job.image)
+    record = {"subject": job.subject, "versions": _versions(), "options": asdict(options),
+              "inputs": {"image": job.image, "brain_mask": job.brain_mask, "lesion_mask": job.lesion_mask},
+              "input_geometry": {"shape": list(volume.native_shape), "affine": np.round(volume.native_affine, 6).tolist()},
+              "steps": []}
+    data, affine = (volume.data, volume.affine)
+    if "reorient" in steps:
+        record["steps"].append({"name": "reorient", "to": "RAS+ (canonical voxel order)"})
+    brain = lesion = None
+    if job.brain_mask:
+        brain = load_mask(job.brain_mask, volume, what="brain mask")
+    elif "extract" not in steps:
+        brain = brain_mask_from_image(volume.data)
+        if not brain.any():
+            raise DataError(job.image, "image has no non-zero voxel to use as brain mask")
+    if job.lesion_mask:
+        lesion = load_mask(job.lesion_mask, volume, what="lesion mask", require_nonempty=False)
+    image = to_sitk(data, affine)
+    brain_image = None if brain is None else to_sitk(brain, affine)
+    if "bias" in steps:
+        image, info = bias.n4_correct(image, brain_image, shrink=options.n4_shrink)
+        record["steps"].append({"name": "bias", **info})
+    if "denoise" in steps:
+        image, info = denoise.curvature_flow(image, iterations=options.denoise_iterations)
+        record["steps"].append({"name": "denoise", **info})
+    template = load_template(options.resolution, options.template)
+    template_image = to_sitk(template.image, template.affine)
+    template_mask = to_sitk(template.mask, template.affine)
+    transform = None
+    if "register" in steps:
+        transform, info = registration.register(image, template_image, template_mask, kind=options.registration,
+                                                sampling=options.sampling, seed=options.seed)
+        info["transform"] = registration.transform_record(transform)
+        record["steps"].append({"name": "register", "template": f"{template.name} {template.resolution} mm", **info})
+    if "resample" in steps:
+        t0 = time.perf_counter()
+        grid, grid_affine = template_image, template.affine
+        image = registration.resample(image, grid, transform, interpolation="linear")
+        masks = [None if m is None else registration.resample(to_sitk(m, affine), grid, transform,
+                                                               interpolation="nearest") for m in (brain, lesion)]
+        brain, lesion = (None if m is None else from_sitk(m)[0] > 0 for m in masks)
+        record["steps"].append({"name": "resample", "grid": f"{template.name} {template.resolution} mm",
+                                "shape": list(template.shape), "affine": template.affine.tolist(),
+                                "through": "registration" if transform is not None else "world coordinates",
+                                "image": "linear", "masks": "nearest",
+                                "seconds": round(time.perf_counter() - t0, 3)})
+        data = from_sitk(image)[0]
+        write_affine = grid_affine
+    else:
+        data = from_sitk(image)[0]
+        write_affine = affine
+    if "extract" in steps and brain is None:
+        t0 = time.perf_counter()
+        if "resample" in steps:
+            prior = template.mask
+        else:
+            carried = registration.resample(template_mask, image, transform.GetInverse(), interpolation="nearest")
+            prior = from_sitk(carried)[0] > 0
+        brain = brain_extraction.refine_brain_mask(data, prior) if options.refine_mask else np.asarray(prior, bool)
+        if not brain.any():
+            raise DataError(job.image, "brain extraction found no brain")
+        record["steps"].append({"name": "extract", "method": "atlas (template brain mask carried over)"
+                                + (", refined" if options.refine_mask else ""),
+                                "voxels": int(brain.sum()), "seconds": round(time.perf_counter() - t0, 3)})
+    elif "extract" in steps:
+        record["steps"].append({"name": "extract", "method": "kept the subject's brain mask file"})
+    if not brain.any():
+        raise DataError(job.image, "brain mask is empty after resampling")
+    paths = _out_paths(out_dir, job.subject, options.modality)
+    if "resample" in steps or "reorient" in steps:
+        def write(array, key, dtype):
+            save_volume(array, write_affine, paths[key], dtype=dtype)
+    else:
+        def write(array, key, dtype):
+            save_like(array, volume, paths[key], dtype=dtype)
+    write(data.astype(np.float32), "image", np.float32)
+    write(brain, "brain_mask", np.uint8)
+    outputs = {"image": paths["image"].name, "brain_mask": paths["brain_mask"].name}
+    if lesion is not None:
+        write(lesion, "lesion_mask", np.uint8)
+        outputs["lesion_mask"] = paths["lesion_mask"].name
+    record["outputs"] = outputs
+    record["seconds_spatial"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+# --------------------------------------------------------------------------- phase 2: intensity steps
+
+
+def _intensity(record: dict, options: PreprocessOptions, out_dir: Path, standardizer_dict: dict | None) -> dict:
+    """Phase 2 of one subject: standardise, normalise, write the image, its QC figure and record."""
+    from tfuad.data.nifti import load_mask, load_volume, save_volume
+    from tfuad.data.preprocessing import PreprocessConfig, normalize_intensity
+    from tfuad.data.standardize import HistogramStandardizer
+    from tfuad.preprocess.qc import plot_subject_qc
+
+    start = time.perf_counter()
+    paths = _out_paths(out_dir, record["subject"], options.modality)
+    volume = load_volume(paths["image"])
+    brain = load_mask(paths["brain_mask"], volume, what="brain mask")
+    data = volume.data.astype(np.float64)
+    scale = None
+    if "standardize" in options.steps:
+        standardizer = HistogramStandardizer.from_dict(standardizer_dict)
+        data = standardizer.apply(data, brain)
+        scale = (standardizer.standard[0], standardizer.standard[-1])
+        record["steps"].append({"name": "standardize", "mode": options.standardize, **standardizer.to_dict(),
+                                "reference": options.standardizer if options.standardize == "apply"
+                                else "standardizer.json (fitted on this batch)"})
+    if "normalize" in options.steps and options.normalize == "unit":
+        if scale is not None:
+            data = np.maximum((data - scale[0]) / (scale[1] - scale[0]), 0.0)
+            how = "standard landmarks (first, last) -> (0, 1), floor 0"
+        else:
+            config = PreprocessConfig(percentiles=(0.5, 99.5))
+            data = normalize_intensity(data, brain, config)
+            how = "per-volume brain percentiles (0.5, 99.5) -> (0, 1), clipped"
+        record["steps"].append({"name": "normalize", "mode": "unit", "how": how, "background": 0.0})
+    data = np.where(brain, data, 0.0).astype(np.float32)
+    save_volume(volume.to_native(data), volume.native_affine, paths["image"])
+    lesion = None
+    if "lesion_mask" in record["outputs"]:
+        lesion = load_mask(paths["lesion_mask"], volume, what="lesion mask", require_nonempty=False)
+    plot_subject_qc(data, brain, paths["qc"], lesion=lesion, title=record["subject"])
+    record["outputs"]["qc"] = os.path.relpath(paths["qc"], paths["record"].parent)
+    record["seconds_intensity"] = round(time.perf_counter() - start, 3)
+    record["seconds"] = round(record["seconds_spatial"] + record["seconds_intensity"], 3)
+    write_json(record, paths["record"])
+    return record
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def _error_line(job: Job, err: BaseException) -> str:
+    if isinstance(err, DataError) and err.path:
+        text = str(err)
+    else:
+        text = f"{job.image or job.subject}: {type(err).__name__}: {err}"
+    return f"subject {job.subject}: " + " ".join(text.split())
+
+
+def _init_worker(threads: int) -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
+
+
+def _guarded(fn, job: Job, args: tuple) -> tuple:
+    """``(True, fn(*args))``, or ``(False, error line)``: errors cross process boundaries as text."""
+    try:
+        return True, fn(*args)
+    except Exception as err:  # one bad subject must not stop the batch
+        return False, _error_line(job, err)
+
+
+def _map(fn, items: list, jobs: int, desc: str, on_error, progress: bool) -> dict:
+    """Run ``fn(*args)`` for each ``(job, args)``; returns subject -> result, reporting failures."""
+    from tqdm.auto import tqdm
+
+    results = {}
+    bar = tqdm(total=len(items), desc=desc, unit="subject", disable=not progress, dynamic_ncols=True)
+
+    def collect(job, outcome):
+        ok, value = outcome
+        if ok:
+            results[job.subject] = value
+        else:
+            on_error(job.subject, value, bar)
+        bar.update()
+
+    if jobs <= 1:
+        for job, args in items:
+            collect(job, _guarded(fn, job, args))
+    else:
+        context = multiprocessing.get_context("spawn")
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                                    initargs=(threads,)) as pool:
+            futures = {pool.submit(_guarded, fn, job, args): job for job, args in items}
+            for future in cf.as_completed(futures):
+                job = futures[future]
+                try:
+                    outcome = future.result()
+                except Exception as err:  # the worker process itself died
+                    outcome = False, _error_line(job, err)
+                collect(job, outcome)
+    bar.close()
+    return results
+
+
+def _assign_splits(jobs: list, options: PreprocessOptions) -> dict:
+    splits = {j.subject: options.split or j.split for j in jobs}
+    ids = sorted(splits)
+    if options.calib:
+        if options.calib >= len(ids):
+            raise ConfigError(f"--calib {options.calib} leaves no other subject (batch of {len(ids)})")
+        picks = np.linspace(0, len(ids) - 1, options.calib + 2)[1:-1].round().astype(int)
+        for i in picks:
+            splits[ids[i]] = "calib"
+    return splits
+
+
+def _write_manifest(out_dir: Path, records: dict, jobs: dict, splits: dict, modality: str) -> Path:
+    from tfuad.data.layouts import MANIFEST_NAME
+
+    columns = ["subject", modality, "brain_mask", "lesion_mask", "split", "healthy"]
+    rows = []
+    for subject in sorted(records):
+        out = records[subject]["outputs"]
+        job = jobs[subject]
+        rows.append({"subject": subject, modality: f"{subject}/{out['image']}",
+                     "brain_mask": f"{subject}/{out['brain_mask']}",
+                     "lesion_mask": f"{subject}/{out['lesion_mask']}" if "lesion_mask" in out else "",
+                     "split": splits.get(subject) or "",
+                     "healthy": "" if job.healthy is None else ("1" if job.healthy else "0")})
+    path = out_dir / MANIFEST_NAME
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
+
+def _fit_standardizer(out_dir: Path, records: dict, options: PreprocessOptions) -> dict:
+    from tfuad.data.nifti import load_mask, load_volume
+    from tfuad.data.standardize import HistogramStandardizer
+
+    voxels = []
+    for subject in sorted(records):
+        paths = _out_paths(out_dir, subject, options.modality)
+        volume = load_volume(paths["image"])
+        voxels.append(volume.data[load_mask(paths["brain_mask"], volume, what="brain mask")])
+    standardizer = HistogramStandardizer.fit(voxels)
+    standardizer.save(out_dir / "standardizer.json")
+    return standardizer.to_dict()
+
+
+def run_batch(jobs: list, out_dir, options: PreprocessOptions, *, workers: int = 1, progress: bool = True,
+              log=print) -> BatchResult:
+    """Preprocess subjects, each failure isolated; writes the outputs, manifest and QC montage.
+
+    Args:
+        jobs: From :func:`jobs_from_inputs`.
+        out_dir: Output folder (created; never one holding an input).
+        options: The run's settings.
+        workers: Processes working in parallel.
+        progress: Show a progress bar.
+        log: Called with each error line and the summary.
+
+    Returns:
+        A :class:`BatchResult`.
+
+    Raises:
+        ConfigError: bad options, or every subject failed before a standardiser could be fitted.
+    """
+    from tfuad.preprocess.qc import plot_montage
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_id = {j.subject: j for j in jobs}
+    splits = _assign_splits(jobs, options)
+    result = BatchResult()
+    standardizer = None
+    if options.standardize == "apply":
+        from tfuad.data.standardize import HistogramStandardizer
+
+        standardizer = HistogramStandardizer.load(options.standardizer).to_dict()
+
+    def on_error(subject, line, bar):
+        result.failed[subject] = line
+        bar.write(line) if progress else log(line)
+
+    records = _map(_spatial, [(j, (j, options, out_dir)) for j in jobs], workers, "spatial steps",
+                   on_error, progress)
+    if records and options.standardize == "fit":
+        standardizer = _fit_standardizer(out_dir, records, options)
+    records = _map(_intensity, [(by_id[s], (r, options, out_dir, standardizer)) for s, r in sorted(records.items())],
+                   workers, "intensity + QC", on_error, progress)
+    result.done = records
+    if records:
+        result.manifest = _write_manifest(out_dir, records, by_id, splits, options.modality)
+        plot_montage([(s, _out_paths(out_dir, s, options.modality)) for s in sorted(records)],
+                     out_dir / "qc_montage.png")
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def read_record(subject_dir) -> dict:
+    """The ``preprocess.json`` record of one output subject folder."""
+    return read_json(Path(subject_dir) / "preprocess.json")

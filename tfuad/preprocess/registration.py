@@ -1,0 +1,250 @@
+"""Rigid and affine registration to a template with SimpleITK, and resampling.
+
+Registration maximises Mattes mutual information (so any MR contrast can be
+registered to the T1 template) over a multi-resolution pyramid, evaluating the
+metric on a random fraction of the voxels, which keeps it to seconds per
+subject at 2 mm. A rigid stage started from the images' centres of mass is
+followed by an affine stage started from the rigid result.
+
+Transforms map template (fixed) points to subject (moving) points, as ITK
+resampling needs them; :func:`transform_record` writes them as plain numbers,
+also as a 4x4 RAS matrix from template to subject world coordinates.
+
+Example:
+    >>> transform, info = register(subject_image, template_image)        # doctest: +SKIP
+    >>> on_template = resample(subject_image, template_image, transform)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+from tfuad.errors import ConfigError
+from tfuad.preprocess.io import RAS_TO_LPS, from_sitk
+
+__all__ = ["register", "resample", "transform_record", "transform_from_record", "KINDS", "INTERPOLATORS"]
+
+#: Registration models, each stage of the previous one plus more degrees of freedom.
+KINDS = ("rigid", "affine")
+#: Interpolation names accepted by :func:`resample`.
+INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
+
+
+def _stage(fixed, moving, transform, *, shrink, smoothing, sampling, iterations, seed, fixed_mask):
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(float(sampling), int(seed))
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=int(iterations),
+                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-4)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(shrink))
+    method.SetSmoothingSigmasPerLevel(list(smoothing))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    method.SetInitialTransform(transform, inPlace=True)
+    method.Execute(fixed, moving)
+    return {"metric": float(method.GetMetricValue()), "iterations": int(method.GetOptimizerIteration()),
+            "stop": method.GetOptimizerStopConditionDescription()}
+
+
+def register(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | None = None, *,
+             kind: str = "affine", shrink=(4, 2, 1), smoothing=(2.0, 1.0, 0.0), sampling: float = 0.1,
+             iterations: int = 200, seed: int = 0, margin: float = 8.0) -> tuple:
+    """Register ``moving`` (a subject) to ``fixed`` (the template).
+
+    The subject is first brought to the template's voxel size (Gaussian
+    smoothing, then resampling on its own extent) when its voxels are finer,
+    which keeps 1 mm inputs fast. Registration runs from two rigid starts
+    (centres of mass aligned, crowns aligned; see :func:`_rigid_starts`) and
+    keeps the result with the better mutual information over the whole
+    template brain. With a template brain mask, the rigid stage evaluates the
+    metric inside the mask dilated by ``margin`` / 2 mm and the affine stage
+    inside the mask itself, so the scalp and neck of whole-head scans do not
+    pull the scaling.
+
+    Args:
+        moving: Subject image (whole head or skull-stripped).
+        fixed: Template image.
+        fixed_mask: Template brain mask, or None.
+        kind: ``"rigid"`` (6 parameters) or ``"affine"`` (12; rigid first).
+        shrink: Shrink factor of each pyramid level (coarse to fine).
+        smoothing: Gaussian sigma (voxels) of each level.
+        sampling: Fraction of voxels sampled for the metric (random, seeded).
+        iterations: Most regular-step gradient-descent iterations per level.
+        seed: Seed of the voxel sampling (same seed, same result).
+        margin: Twice the dilation (mm) of the template brain mask in the rigid stage.
+
+    Returns:
+        ``(transform, record)``: an ``sitk.Transform`` mapping template points
+        to subject points, and a dict of the settings, the metric and
+        iterations of each stage, and seconds taken.
+
+    Raises:
+        ConfigError: unknown ``kind`` or bad settings.
+
+    Example:
+        >>> transform, record = register(subject, template, template_mask)   # doctest: +SKIP
+        >>> record["stages"]["affine"]["iterations"]                          # doctest: +SKIP
+        12
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"unknown registration {kind!r}; choose one of: {', '.join(KINDS)}")
+    if len(shrink) != len(smoothing) or not 0.0 < sampling <= 1.0:
+        raise ConfigError("registration needs one smoothing sigma per shrink factor and 0 < sampling <= 1")
+    start = time.perf_counter()
+    fixed = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving = _coarsen(sitk.Cast(moving, sitk.sitkFloat32), min(fixed.GetSpacing()))
+    settings = dict(shrink=tuple(int(s) for s in shrink), smoothing=tuple(float(s) for s in smoothing),
+                    sampling=float(sampling), iterations=int(iterations), seed=int(seed))
+    metric_mask = None if fixed_mask is None else _dilate(fixed_mask, margin / 2.0)
+    brain = None if fixed_mask is None else sitk.Cast(fixed_mask > 0, sitk.sitkUInt8)
+    candidates = []
+    for name, transform in _rigid_starts(fixed, moving).items():
+        stages = {"rigid": {**_stage(fixed, moving, transform, fixed_mask=metric_mask, **settings), "start": name}}
+        if kind == "affine":
+            transform = _as_affine(transform)
+            stages["affine"] = _stage(fixed, moving, transform, fixed_mask=brain, **settings)
+        candidates.append((_metric(fixed, moving, transform, brain), name, transform, stages))
+    score, name, transform, stages = min(candidates, key=lambda c: c[0])
+    record = {"kind": kind, "metric": "mattes_mutual_information", "bins": 32, **settings,
+              "template_mask": fixed_mask is not None, "margin_mm": float(margin),
+              "registered_at_mm": list(moving.GetSpacing()), "start": name, "stages": stages,
+              "final_metric": score, "starts": {c[1]: round(c[0], 5) for c in candidates},
+              "seconds": round(time.perf_counter() - start, 3)}
+    return transform, record
+
+
+def _metric(fixed, moving, transform, mask) -> float:
+    """Mattes mutual information of ``transform`` on every voxel of ``mask`` (lower is better)."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.NONE)
+    if mask is not None:
+        method.SetMetricFixedMask(mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetInitialTransform(transform, inPlace=False)
+    return float(method.MetricEvaluate(fixed, moving))
+
+
+def _coarsen(image: sitk.Image, spacing: float) -> sitk.Image:
+    """``image`` smoothed and resampled to ``spacing`` mm voxels where its voxels are finer."""
+    old = np.asarray(image.GetSpacing(), dtype=float)
+    if old.min() >= spacing * 0.99:
+        return image
+    new = np.maximum(old, spacing)
+    sigma = np.sqrt(np.maximum(new ** 2 - old ** 2, 0.0)) / 2.355  # FWHM of the new voxel
+    smooth = sitk.SmoothingRecursiveGaussian(image, [float(max(s, 1e-3)) for s in sigma])
+    size = [int(np.ceil(n * o / s)) for n, o, s in zip(image.GetSize(), old, new)]
+    return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
+                         tuple(float(s) for s in new), image.GetDirection(), 0.0, image.GetPixelID())
+
+
+def _dilate(mask: sitk.Image, mm: float) -> sitk.Image:
+    """Binary mask grown by ``mm`` (Euclidean distance)."""
+    mask = sitk.Cast(mask > 0, sitk.sitkUInt8)
+    if mm <= 0:
+        return mask
+    distance = sitk.SignedMaurerDistanceMap(mask, insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=True)
+    return sitk.Cast(distance <= mm, sitk.sitkUInt8)
+
+
+def _top_slab_centre(image: sitk.Image, depth: float) -> np.ndarray:
+    """LPS centre of the foreground (Otsu) within ``depth`` mm below its highest point."""
+    data, affine = from_sitk(sitk.OtsuThreshold(image, 0, 1))
+    points = np.argwhere(data > 0)
+    if len(points) == 0:
+        points = np.argwhere(np.ones(data.shape, bool))
+    world = points @ affine[:3, :3].T + affine[:3, 3]
+    top = world[:, 2].max()
+    return RAS_TO_LPS @ world[world[:, 2] > top - depth].mean(axis=0)
+
+
+def _rigid_starts(fixed: sitk.Image, moving: sitk.Image) -> dict:
+    """Rigid starting points: centres of mass aligned, and crowns (tops of the head) aligned.
+
+    The second start copes with whole-head scans whose neck and face pull the
+    centre of mass away from the brain's: the centre of the top 80 mm of the
+    subject's foreground is put on the centre of the top 72 mm of the
+    template's brain raised by a typical scalp and skull thickness (8 mm).
+    """
+    moments = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS))
+    fixed_centre = _top_slab_centre(fixed, 72.0) + RAS_TO_LPS @ np.array([0.0, 0.0, 4.0])
+    moving_centre = _top_slab_centre(moving, 80.0)
+    crown = sitk.Euler3DTransform()
+    crown.SetCenter(tuple(float(v) for v in fixed_centre))
+    crown.SetTranslation(tuple(float(v) for v in moving_centre - fixed_centre))
+    return {"centres of mass": moments, "crown": crown}
+
+
+def resample(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform | None = None, *,
+             interpolation: str = "linear", default: float = 0.0) -> sitk.Image:
+    """Resample ``image`` onto ``reference``'s grid through ``transform`` (reference -> image points).
+
+    Args:
+        image: Image to resample.
+        reference: Grid to resample onto.
+        transform: Maps reference points to ``image`` points; identity when None.
+        interpolation: ``"linear"``, ``"nearest"`` (labels and masks) or ``"bspline"``.
+        default: Value outside ``image``.
+
+    Returns:
+        ``sitk.Image`` on ``reference``'s grid, of ``image``'s pixel type.
+    """
+    if interpolation not in INTERPOLATORS:
+        raise ConfigError(f"unknown interpolation {interpolation!r}; choose one of: {', '.join(INTERPOLATORS)}")
+    transform = sitk.Transform() if transform is None else transform
+    return sitk.Resample(image, reference, transform, INTERPOLATORS[interpolation], float(default),
+                         image.GetPixelID())
+
+
+def _as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
+    """A new ``AffineTransform`` equal to a rigid or affine transform."""
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(transform.GetCenter())
+    affine.SetMatrix(transform.GetMatrix())
+    affine.SetTranslation(transform.GetTranslation())
+    return affine
+
+
+def _homogeneous(transform: sitk.Transform) -> np.ndarray:
+    """The 4x4 LPS matrix of an affine-like transform (``x -> A (x - c) + t + c``)."""
+    affine = _as_affine(transform)
+    matrix = np.asarray(affine.GetMatrix(), dtype=float).reshape(3, 3)
+    centre = np.asarray(affine.GetCenter(), dtype=float)
+    out = np.eye(4)
+    out[:3, :3] = matrix
+    out[:3, 3] = np.asarray(affine.GetTranslation(), dtype=float) + centre - matrix @ centre
+    return out
+
+
+def transform_record(transform: sitk.Transform) -> dict:
+    """Plain-number description of an affine (or rigid) transform.
+
+    Returns:
+        ``{"type", "lps_matrix", "ras_matrix", "parameters", "fixed_parameters"}``:
+        4x4 matrices mapping template world points to subject world points (LPS
+        as ITK, RAS as NIfTI) and ITK's own parameter lists.
+    """
+    lps = _homogeneous(transform)
+    flip = np.eye(4)
+    flip[:3, :3] = RAS_TO_LPS
+    ras = flip @ lps @ flip
+    return {"type": transform.GetName(), "direction": "template world point -> subject world point",
+            "lps_matrix": np.round(lps, 6).tolist(), "ras_matrix": np.round(ras, 6).tolist(),
+            "parameters": list(transform.GetParameters()), "fixed_parameters": list(transform.GetFixedParameters())}
+
+
+def transform_from_record(record: dict) -> sitk.AffineTransform:
+    """Rebuild the transform of :func:`transform_record` (as an ``AffineTransform``)."""
+    lps = np.asarray(record["lps_matrix"], dtype=float)
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix(tuple(lps[:3, :3].ravel()))
+    affine.SetTranslation(tuple(lps[:3, 3]))
+    return affine
