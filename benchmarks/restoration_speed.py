@@ -31,7 +31,8 @@ of steps it takes on a trained model is measured by the tests).
 
 Usage::
 
-    python benchmarks/restoration_speed.py [--image-size 128] [--slices 155] [--quick] [--json out.json]
+    python benchmarks/restoration_speed.py [--image-size 128] [--slices 155] [--quick] [--no-xla]
+        [--inter-op-threads N] [--intra-op-threads N] [--json out.json]
 """
 from __future__ import annotations
 
@@ -70,6 +71,11 @@ def parse_args(argv=None):
     p.add_argument("--matmul-size", type=int, default=2048, help="side of the square matmul")
     p.add_argument("--quick", action="store_true", help="one round, fewer steps, no XLA fast-schedule run")
     p.add_argument("--full", action="store_true", help="run the 500-step paper schedule on the volume for real")
+    p.add_argument("--no-xla", action="store_true", help="measure without XLA only")
+    p.add_argument("--inter-op-threads", type=int, default=0,
+                   help="TensorFlow inter-op threads (0: TensorFlow's default)")
+    p.add_argument("--intra-op-threads", type=int, default=0,
+                   help="TensorFlow intra-op threads (0: TensorFlow's default)")
     p.add_argument("--json", default="benchmarks/restoration_speed.json", help="where to write the results")
     return p.parse_args(argv)
 
@@ -121,6 +127,10 @@ def main(argv=None):
     args = parse_args(argv)
     if args.quick:
         args.rounds, args.steps = 1, 3
+    # Thread pools must be sized before TensorFlow runs its first op.
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    jits = (False,) if args.no_xla else (False, True)
     tf.keras.utils.set_random_seed(0)
     model = ResVAE(image_size=args.image_size)
     flops = 2.0 * conv_flops_per_slice(model)
@@ -129,14 +139,15 @@ def main(argv=None):
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     onednn = bool(test_util.IsMklEnabled())
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}, "
-          f"oneDNN {'on' if onednn else 'off'}")
+          f"oneDNN {'on' if onednn else 'off'}, threads inter-op {args.inter_op_threads or 'default'}, "
+          f"intra-op {args.intra_op_threads or 'default'}")
     print(f"model: ResVAE {args.image_size}px, {model.count_params():,} parameters; "
           f"{flops / 1e9:.3f} GFLOP per slice-step (2 × forward conv FLOPs, TF profiler)")
 
     # ------------------------------------------------------------ per-step table
     step_rows = []
     restorers = {}
-    for jit in (False, True):
+    for jit in jits:
         for b in batch_sizes:
             r = Restorer(model, lam=1.0, schedule=GradientAscent(steps=args.steps), batch_size=b, jit_compile=jit)
             r.restore(volume[:b])  # trace / compile
@@ -164,7 +175,7 @@ def main(argv=None):
     print(f"\nwhole volume: {args.slices} slices of {args.image_size}², batch {args.volume_batch}")
     volumes = []
     paper, fast = SCHEDULES["paper"], SCHEDULES["fast"]
-    for jit in (False, True):
+    for jit in jits:
         probe = Restorer(model, lam=1.0, schedule=GradientAscent(steps=args.steps), batch_size=args.volume_batch,
                          jit_compile=jit)
         probe.restore(volume[:args.volume_batch])

@@ -31,7 +31,6 @@ __all__ = [
     "SIGNATURE_OUTPUTS",
     "validate_slices",
     "brain_region",
-    "restore_slices",
     "signature_functions",
 ]
 
@@ -76,34 +75,6 @@ def brain_region(slices, background: float):
     return tf.not_equal(slices, tf.constant(background, slices.dtype))
 
 
-def restore_slices(restorer, slices, mask):
-    """MAP-TV restoration of a batch of slices inside a graph.
-
-    Runs the compiled optimisation loop of a
-    :class:`~tfuad.detection.restoration.Restorer` from ``X₀ = Y`` with its
-    λ and schedule (stopping rule included) on the whole batch, as
-    :meth:`Restorer.restore` does on one batch: pixels where ``mask`` is 0 do
-    not change.
-
-    Args:
-        restorer: The :class:`~tfuad.detection.restoration.Restorer`.
-        slices: ``(N, S, S, C)`` float32 tensor ``Y``.
-        mask: float32 tensor of the same shape (1 inside the brain).
-
-    Returns:
-        The restoration ``X̂``, same shape.
-    """
-    schedule = restorer.schedule
-    spec = tf.TensorSpec((None,) + tuple(restorer.slice_shape), tf.float32)
-    state = tf.nest.map_structure(lambda _: tf.zeros_like(slices), schedule.state_spec(spec))
-    hyper = tuple(tf.constant(h, tf.float32) for h in schedule.hyper())
-    restored, _, _ = restorer.loop_function(
-        slices, slices, mask, state, tf.constant(restorer.lam, tf.float32), tf.constant(0, tf.int32),
-        tf.constant(schedule.steps, tf.int32), hyper, tf.constant(schedule.tol, tf.float32),
-        tf.constant(schedule.patience, tf.int32))
-    return restored
-
-
 def signature_functions(model, *, method: str, background: float, threshold: float, restorer=None) -> dict:
     """The Python functions of the serving signatures (trace them with an input spec).
 
@@ -133,7 +104,7 @@ def signature_functions(model, *, method: str, background: float, threshold: flo
 
     def restore(slices):
         slices = validate_slices(slices, slice_shape)
-        restored = restore_slices(restorer, slices, tf.cast(brain_region(slices, background), tf.float32))
+        restored = restorer.restore_tensor(slices, brain_region(slices, background))
         return {"restoration": restored, "lesion_map": tf.abs(slices - restored)}
 
     def serving_default(slices):
@@ -142,7 +113,7 @@ def signature_functions(model, *, method: str, background: float, threshold: flo
         if method == "residual":
             estimate = model.reconstruct(slices, training=False)
         else:
-            estimate = restore_slices(restorer, slices, tf.cast(brain, tf.float32))
+            estimate = restorer.restore_tensor(slices, brain)
         anomaly = tf.where(brain, tf.abs(slices - estimate), tf.zeros_like(slices))
         return {"anomaly_map": anomaly, "mask": anomaly > threshold}
 
