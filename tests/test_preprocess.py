@@ -80,7 +80,12 @@ def test_brain_extraction_matches_the_demo_mask(tmp_path):
         assert record["versions"]["SimpleITK"] == sitk.Version_VersionString()
         assert "ras_matrix" in record["steps"][1]["transform"]
     seg = tmp_path / "out" / lesioned[0].id / f"{lesioned[0].id}_seg.nii.gz"
-    assert load_volume(seg).data.sum() > 0.8 * load_volume(lesioned[0].lesion_mask).data.sum()
+    # the lesion follows the transform (nearest neighbour): same place, about the same size; the
+    # registration is multi-threaded, so a small lesion's voxel count varies slightly from run to run
+    carried, known = load_volume(seg).data > 0, load_volume(lesioned[0].lesion_mask).data > 0
+    assert 0.6 < carried.sum() / known.sum() < 1.4, (int(carried.sum()), int(known.sum()))
+    shift = np.linalg.norm(np.argwhere(carried).mean(0) - np.argwhere(known).mean(0))
+    assert shift < 2.0, shift  # voxels (4 mm)
     assert (tmp_path / "out" / "qc_montage.png").stat().st_size > 0
 
 
