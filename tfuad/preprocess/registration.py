@@ -34,6 +34,7 @@ INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor,
 
 def _stage(fixed, moving, transform, *, shrink, smoothing, sampling, iterations, seed, fixed_mask):
     method = sitk.ImageRegistrationMethod()
+    method.SetNumberOfThreads(1)  # the threaded metric sums in varying order: one thread, one result per seed
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(float(sampling), int(seed))
