@@ -219,7 +219,9 @@ def _write_tables(args, modality, log):
         if row.method == "residual" or row.model == "gmvae":
             run = RunDir(folder / "run")
             if run.model_path.is_file():
-                runs.setdefault(label.split(" (MAP-TV)")[0].split(" (residual)")[0], run)
+                z = _model_kwargs(row, args.image_size).get("latent_size")
+                name = f"sAE {z}×{z}" if row.model == "sae" else label.split(" (")[0]
+                runs.setdefault(name, run)
     settings = {k: v for k, v in vars(args).items() if k not in ("rows", "worker")}
     settings["modality"] = modality
     title = f"{modality.upper()}, {args.protocol}, image {args.image_size}, {args.epochs} epochs"
