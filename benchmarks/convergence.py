@@ -47,6 +47,7 @@ from tfuad.detection.restoration import (  # noqa: E402
 from tfuad.errors import ConfigError, DatasetError  # noqa: E402
 from tfuad.files import write_json  # noqa: E402
 from tfuad.metrics.segmentation import auc_scores  # noqa: E402
+from tfuad.reports.evaluate import labelled_test_subjects  # noqa: E402
 from tfuad.reports.figures import plot_convergence  # noqa: E402
 
 
@@ -71,16 +72,15 @@ def parse_args(argv=None):
 
 
 def pick_subject(dataset, subject_id):
-    """The requested subject, or the first test (else any) subject whose lesion mask is set."""
+    """The requested subject, or the first labelled test subject (as ``tfuad evaluate`` picks them)."""
     if subject_id is not None:
         subject = dataset.subject(subject_id)
         subject.require_lesion_mask()
         return subject
-    candidates = [s for s in dataset if s.lesion_mask is not None and not s.healthy]
-    tests = [s for s in candidates if s.split == "test"]
-    if not (tests or candidates):
-        raise DatasetError(dataset.root, "has no subject with a lesion mask for the convergence curve")
-    return (tests or candidates)[0]
+    lesioned = [s for s in labelled_test_subjects(dataset, log=lambda msg: None) if not s.healthy]
+    if not lesioned:
+        raise DatasetError(dataset.root, "has no test subject with lesions for the convergence curve")
+    return lesioned[0]
 
 
 def evenly(indices, n):

@@ -147,12 +147,12 @@ def _reconstruction_figure(runs, dataset, args, path, log):
 
     from tfuad.detection.detector import Detector
     from tfuad.reports import figures
-    from tfuad.reports.evaluate import _test_subjects
+    from tfuad.reports.evaluate import labelled_test_subjects
 
     if not hasattr(figures, "reconstruction_comparison") or not runs:
         log("reconstruction figure skipped: tfuad.reports.figures.reconstruction_comparison is not available")
         return
-    subject = _test_subjects(dataset, log)[0]
+    subject = labelled_test_subjects(dataset, log)[0]
     image = truth = None
     recons = {}
     for label, run in runs.items():

@@ -29,7 +29,7 @@ from tfuad.errors import DatasetError
 from tfuad.training.run import write_json
 from tfuad.training.trainer import split_subjects
 
-__all__ = ["evaluate_run", "markdown_table", "TABLE_COLUMNS"]
+__all__ = ["evaluate_run", "labelled_test_subjects", "markdown_table", "TABLE_COLUMNS"]
 
 #: Columns of the results table (README, benchmarks).
 TABLE_COLUMNS = ("method", "AUROC", "AUPRC", "Dice@p98", "DSC@1%", "DSC@5%", "DSC@10%",
@@ -38,7 +38,13 @@ TABLE_COLUMNS = ("method", "AUROC", "AUPRC", "Dice@p98", "DSC@1%", "DSC@5%", "DS
 METHOD_LABELS = {"residual": "residual", "map-tv": "MAP-TV", "intensity": "intensity baseline"}
 
 
-def _test_subjects(dataset, log):
+def labelled_test_subjects(dataset, log=print) -> list:
+    """The subjects a report scores: the ``test`` split (or, without splits, every
+    subject with a lesion mask), keeping only those with a lesion mask.
+
+    Raises:
+        DatasetError: no labelled test subject.
+    """
     subjects = split_subjects(dataset, "test") if any(s.split for s in dataset.subjects) else [
         s for s in dataset.subjects if s.lesion_mask is not None]
     usable = [s for s in subjects if s.lesion_mask is not None]
@@ -120,7 +126,7 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
         detectors[method] = det
     first = detectors[methods[0]]
     modality = first.config["data"]["modality"]
-    subjects = _test_subjects(dataset, log)
+    subjects = labelled_test_subjects(dataset, log)
 
     rows, pooled, examples = [], {m: ([], [], []) for m in methods}, []
     for subject in tqdm(subjects, desc="evaluating", unit="subject"):
