@@ -166,11 +166,14 @@ def test_get_config_round_trip(name, kwargs):
         assert (config["clusters"], config["w_dim"], config["kl_k_free_bits"]) == (3, 4, 0.1)
 
 
-@pytest.mark.parametrize("strides,kernel,size", [(1, 3, 9), (1, 1, 6), (2, 3, 8), (2, 1, 8), (2, 3, 7)])
-def test_flipgrad_conv_matches_keras_conv_and_its_gradients(strides, kernel, size):
-    x = tf.random.stateless_normal((2, size, size, 3), seed=(1, 2))
-    fast = FlipGradConv2D(5, kernel, strides=strides, padding="same")
-    ref = keras.layers.Conv2D(5, kernel, strides=strides, padding="same")
+@pytest.mark.parametrize("strides,kernel,size,cin,cout,kind", [
+    (1, 3, 9, 3, 5, "flip"), (1, 1, 6, 3, 5, "flip"), (2, 3, 8, 3, 5, "polyphase"), (2, 1, 8, 3, 5, "polyphase"),
+    (2, 3, 7, 3, 5, None), (1, 3, 8, 16, 1, "taps"), (1, 5, 7, 6, 1, "taps"), (1, 3, 8, 3, 1, "flip"),
+])
+def test_flipgrad_conv_matches_keras_conv_and_its_gradients(strides, kernel, size, cin, cout, kind):
+    x = tf.random.stateless_normal((2, size, size, cin), seed=(1, 2))
+    fast = FlipGradConv2D(cout, kernel, strides=strides, padding="same")
+    ref = keras.layers.Conv2D(cout, kernel, strides=strides, padding="same")
     fast.build(x.shape)
     ref.build(x.shape)
     ref.set_weights(fast.get_weights())
@@ -181,8 +184,45 @@ def test_flipgrad_conv_matches_keras_conv_and_its_gradients(strides, kernel, siz
             y = layer(x)
             loss = tf.reduce_sum(y * tf.reshape(tf.sin(tf.range(tf.size(y), dtype=tf.float32) * 0.37), tf.shape(y)))
         results.append([y, *tape.gradient(loss, [x, layer.kernel, layer.bias])])
+    assert fast._adjoint_kind(x) == kind
     for a, b in zip(*results):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _while_body_ops(concrete):
+    """Op types inside the body functions of the ``While`` ops of a concrete function."""
+    library = {f.signature.name: f for f in concrete.graph.as_graph_def().library.function}
+    bodies = [op.get_attr("body").name for op in concrete.graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    assert bodies
+    return {node.op for name in bodies for node in library[name].node_def}
+
+
+def test_loop_invariant_weights_moves_kernel_preparation_out_of_the_loop(trained):
+    """Folded, flipped and polyphase kernels are built once before the loop; results are unchanged."""
+    from tfuad.models.resblocks import loop_invariant_weights
+
+    model, _ = trained["vae"]
+    x = tf.random.stateless_normal((3, 32, 32, 1), seed=(7, 8))
+
+    def ascend(x, cached):
+        def body(i, v):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(v)
+                f = tf.reduce_sum(model.log_density(v))
+            return i + 1, v + 1e-3 * tape.gradient(f, v)
+
+        loop = (lambda: tf.while_loop(lambda i, v: i < 3, body, (tf.constant(0), x)))
+        if not cached:
+            return loop()[1]
+        with loop_invariant_weights():
+            return loop()[1]
+
+    plain = tf.function(lambda v: ascend(v, False)).get_concrete_function(x)
+    hoisted = tf.function(lambda v: ascend(v, True)).get_concrete_function(x)
+    preparation = {"Rsqrt", "ReverseV2", "GatherV2"}
+    assert preparation <= _while_body_ops(plain)
+    assert not preparation & _while_body_ops(hoisted)
+    np.testing.assert_allclose(hoisted(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_inference_batch_norm_folding_equals_unfolded_blocks(trained):
@@ -222,3 +262,16 @@ def test_six_block_prior_trains_on_single_channel_64px_slices():
     x = np.random.default_rng(0).random((16, 64, 64, 1), dtype=np.float32)
     history = model.fit(x, epochs=2, batch_size=8, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_leaky_relu_gradient_from_output_equals_keras():
+    from tfuad.models.resblocks import _leaky_relu
+
+    x = tf.constant([[-3.0, -0.5, 0.25, 2.0]])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = _leaky_relu(x, 0.2)
+        ref = keras.ops.leaky_relu(x, 0.2)
+    np.testing.assert_array_equal(ours.numpy(), ref.numpy())
+    np.testing.assert_allclose(tape.gradient(ours, x).numpy(), [[0.2, 0.2, 1.0, 1.0]])
+    np.testing.assert_array_equal(tape.gradient(ours, x).numpy(), tape.gradient(ref, x).numpy())

@@ -7,6 +7,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tensorflow_probability as tfp  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from tfuad.detection.restoration import (  # noqa: E402
@@ -89,35 +90,53 @@ def _auroc(score, truth, mask):
     return roc_auc_score(truth[mask], score[mask])
 
 
-def test_objective_gradient_matches_central_differences(prior):
-    """∂F/∂X from the tape against central differences at pixels away from TV kinks.
+def _objective_float64(model, x, y, lam):
+    """``ELBO(x) - λ TV(x - y)`` per slice, summed in float64 from float32 per-element terms.
 
-    float32 throughout: F ≈ -2e3 is a sum over 1024 pixels, and its rounding
-    noise makes difference quotients with h = 1e-2 scatter by up to ≈ 0.06
-    (measured for h = 3e-3 … 3e-2), while gradients are O(1–10) and the
-    O(h²) truncation error is negligible. Each pixel must agree within
-    0.1 + 2 % (90 % of them; all within 0.1 + 10 %, leaving room for the
-    network's leaky-ReLU kinks) and the median relative error must stay
-    below 1 %.
+    An evaluation independent of :func:`map_objective`: the likelihood
+    ``-Σ (x - μ)² / (2σ²)``, the KL of every latent element and the total
+    variation are added up in float64, so the rounding of a float32 sum over
+    all pixels (F ≈ -4.5e3, float32 spacing 5e-4) does not swamp difference
+    quotients.
+    """
+    xt = tf.constant(x)
+    q = model.posterior(xt)
+    mu = model.decode(q.mean()).numpy().astype(np.float64)
+    kl = tfp.distributions.kl_divergence(q.distribution, tfp.distributions.Normal(0.0, 1.0)).numpy()
+    rec = ((x.astype(np.float64) - mu) ** 2).sum(axis=(1, 2, 3)) / (2.0 * model.sigma ** 2)
+    d = x.astype(np.float64) - y
+    tv = np.abs(np.diff(d, axis=1)).sum(axis=(1, 2, 3)) + np.abs(np.diff(d, axis=2)).sum(axis=(1, 2, 3))
+    return -rec - kl.astype(np.float64).sum(axis=(1, 2, 3)) - lam * tv
+
+
+def test_objective_gradient_matches_central_differences(prior):
+    """∂F/∂X from the tape against central differences away from kinks.
+
+    The differences come from :func:`_objective_float64`, which must agree
+    with :func:`map_objective`, so with h = 3e-3 they are free of rounding
+    noise. F is piecewise smooth: pixels with a TV kink within reach of the
+    step are skipped, and so are pixels where the forward and backward
+    quotients differ by more than 0.05 (a leaky-ReLU kink of the network;
+    smooth curvature moves them apart by h·F'' ≈ 0.01). At most a quarter of
+    the pixels may be skipped, and every other one must agree within
+    0.01 + 2 %.
     """
     model = prior["model"]
     rng = np.random.default_rng(2)
     y = rng.normal(size=(2, S, S, 1)).astype(np.float32)
     x = (y + rng.normal(scale=0.5, size=y.shape)).astype(np.float32)
-    lam, h = 0.7, 1e-2
-
-    compiled = tf.function(lambda v: map_objective(model, v, tf.constant(y), lam))
-
-    def objective(v):
-        return compiled(tf.constant(v)).numpy().astype(np.float64)
+    lam, h = 0.7, 3e-3
 
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(xt)
-        total = tf.reduce_sum(map_objective(model, xt, tf.constant(y), lam))
+        per_slice = map_objective(model, xt, tf.constant(y), lam)
+        total = tf.reduce_sum(per_slice)
     grad = tape.gradient(total, xt).numpy()
+    f0 = _objective_float64(model, x, y, lam)
+    np.testing.assert_allclose(f0, per_slice.numpy(), rtol=1e-5)
     d = x - y
-    errors = []
+    errors, kinks = [], 0
     for b, i, j in zip(rng.integers(0, 2, 60), rng.integers(1, S - 1, 60), rng.integers(1, S - 1, 60)):
         neighbours = d[b, [i - 1, i + 1, i, i], [j, j, j - 1, j + 1], 0]
         if np.min(np.abs(neighbours - d[b, i, j, 0])) < 5 * h:
@@ -125,13 +144,15 @@ def test_objective_gradient_matches_central_differences(prior):
         plus, minus = x.copy(), x.copy()
         plus[b, i, j, 0] += h
         minus[b, i, j, 0] -= h
-        numeric = (objective(plus)[b] - objective(minus)[b]) / (2 * h)
-        errors.append((abs(numeric - grad[b, i, j, 0]), abs(grad[b, i, j, 0])))
+        forward = (_objective_float64(model, plus, y, lam)[b] - f0[b]) / h
+        backward = (f0[b] - _objective_float64(model, minus, y, lam)[b]) / h
+        if abs(forward - backward) > 0.05:
+            kinks += 1  # a leaky-ReLU kink of the network within reach of the step
+            continue
+        errors.append((abs((forward + backward) / 2 - grad[b, i, j, 0]), abs(grad[b, i, j, 0])))
     abs_err, size = np.array(errors).T
-    assert len(errors) >= 20
-    assert np.all(abs_err <= 0.1 * size + 0.1)  # leaky-ReLU kinks within reach of a few steps
-    assert np.mean(abs_err <= 0.02 * size + 0.1) >= 0.9
-    assert np.median(abs_err / size) < 0.01
+    assert len(errors) >= 20 and kinks <= len(errors) // 3
+    assert np.all(abs_err <= 0.02 * size + 0.01)
 
 
 def test_total_variation_matches_tensorflow_and_its_gradient():

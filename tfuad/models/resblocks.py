@@ -16,8 +16,8 @@ leaky ReLU. The paper does not give the exact order inside the block; this one
 keeps the channel-changing 3×3 convolution at the lower resolution, which
 halves the cost of the block compared with convolving after up-sampling.
 
-Two implementation details make gradients with respect to the *input* cheap,
-which MAP restoration needs at every step (the functions are unchanged):
+Several implementation details make gradients with respect to the *input*
+cheap, which MAP restoration needs at every step (the functions are unchanged):
 
 * :class:`FlipGradConv2D` computes the input gradient of its convolutions
   with forward convolutions (flipped kernels for stride 1, a polyphase
@@ -26,7 +26,17 @@ which MAP restoration needs at every step (the functions are unchanged):
 * In inference mode batch normalisation is folded into the preceding
   convolution (``conv(x, W·a) + b``), removing two elementwise passes over
   every activation (forward and backward). Bilinear up-sampling commutes with
-  the per-channel affine map, so the up-sampling blocks fold too.
+  the per-channel affine map, so the up-sampling blocks fold too. The shift is
+  a ``BiasAdd`` and the leaky ReLU's gradient reads its output, so Grappler
+  fuses convolution, shift and activation into one oneDNN kernel.
+* Inside :func:`loop_invariant_weights` every tensor derived from weights
+  alone (folded kernels and shifts, flipped and polyphase kernels) is built
+  once, in the graph that entered the context, instead of at every call: an
+  optimisation loop traced in that context (MAP restoration) reads them as
+  loop invariants rather than recomputing them at each step.
+* A convolution with one output channel (the image head) is a matrix product
+  onto its ``k²`` taps followed by a shifted sum, about twice as fast on CPU
+  as oneDNN's single-channel convolution.
 
 Example:
     >>> import numpy as np
@@ -36,12 +46,57 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
-__all__ = ["FlipGradConv2D", "DownBlock", "UpBlock"]
+__all__ = ["FlipGradConv2D", "DownBlock", "UpBlock", "loop_invariant_weights"]
+
+
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def loop_invariant_weights():
+    """Build tensors that depend on weights alone once per trace, not once per call.
+
+    Inside this context, the folded batch-norm kernels and shifts and the
+    flipped or polyphase kernels of :class:`FlipGradConv2D` are created on
+    first use in the graph that was current when the context was entered,
+    and reused afterwards. Enter it inside a ``tf.function`` just before a
+    ``tf.while_loop`` whose body calls the model: the body then captures
+    these tensors as loop invariants instead of recomputing them at every
+    step. Only inference-mode calls use the cache; weights must not change
+    while the traced function runs.
+
+    Example:
+        >>> @tf.function                                          # doctest: +SKIP
+        ... def ascend(x):
+        ...     with loop_invariant_weights():
+        ...         return tf.while_loop(cond, body, [x])
+    """
+    previous = getattr(_STATE, "cache", None)
+    _STATE.cache = (tf.compat.v1.get_default_graph(), {})
+    try:
+        yield
+    finally:
+        _STATE.cache = previous
+
+
+def _invariant(key, make):
+    """``make()``, built once per :func:`loop_invariant_weights` context (or every time outside one)."""
+    cache = getattr(_STATE, "cache", None)
+    if cache is None:
+        return make()
+    graph, values = cache
+    if key not in values:
+        with graph.as_default():
+            values[key] = make()
+    return values[key]
 
 
 def _check_filters(filters) -> int:
@@ -72,11 +127,38 @@ def _filter_grad(x, kernel, dy, stride):
 
 
 @tf.custom_gradient
-def _conv2d_same(x, kernel):
+def _conv_flip(x, kernel, adjoint):
+    """Stride-1 "same" convolution; input gradient with ``adjoint = _flipped(kernel)``."""
     y = tf.nn.conv2d(x, kernel, 1, "SAME")
 
     def grad(dy):
-        return tf.nn.conv2d(dy, _flipped(kernel), 1, "SAME"), _filter_grad(x, kernel, dy, 1)
+        return tf.nn.conv2d(dy, adjoint, 1, "SAME"), _filter_grad(x, kernel, dy, 1), None
+
+    return y, grad
+
+
+def _taps(kernel):
+    """``(C_in, k_h·k_w)`` matrix of a single-output-channel kernel, one column per tap."""
+    kh, kw, cin, _ = kernel.shape
+    return tf.reshape(tf.transpose(kernel[..., 0], [2, 0, 1]), [cin, kh * kw])
+
+
+def _shifted_sum(z, kh, kw):
+    """``Σ_t shift_t(z[..., t])``: a "same" correlation assembled from its per-tap products."""
+    h, w = z.shape[1], z.shape[2]
+    h = tf.shape(z)[1] if h is None else h
+    w = tf.shape(z)[2] if w is None else w
+    zp = tf.pad(z, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
+    return tf.add_n([zp[:, i:i + h, j:j + w, i * kw + j] for i in range(kh) for j in range(kw)])[..., None]
+
+
+@tf.custom_gradient
+def _conv_taps(x, kernel, adjoint, taps):
+    """Stride-1 "same" convolution with one output channel: a matrix product onto the taps, then a shifted sum."""
+    y = _shifted_sum(tf.einsum("bhwc,ct->bhwt", x, taps), kernel.shape[0], kernel.shape[1])
+
+    def grad(dy):
+        return tf.nn.conv2d(dy, adjoint, 1, "SAME"), _filter_grad(x, kernel, dy, 1), None, None
 
     return y, grad
 
@@ -100,33 +182,39 @@ def _phase_taps(k: int, pad: int):
     return index, -lo, hi
 
 
-def _conv2d_same_stride2(x, kernel):
-    """Stride-2 "same" convolution (even input sizes) with a polyphase input gradient.
+def _polyphase_plan(shape):
+    """Row and column plans of :func:`_phase_taps` for a stride-2 "same" kernel of ``shape``."""
+    kh, kw = int(shape[0]), int(shape[1])
+    return _phase_taps(kh, max(kh - 2, 0) // 2), _phase_taps(kw, max(kw - 2, 0) // 2)
 
-    The input gradient is a stride-1 convolution of the output gradient with a
-    re-arranged kernel followed by ``depth_to_space``, instead of TensorFlow's
-    slow ``Conv2DBackpropInput``.
+
+def _polyphase(kernel):
+    """Re-arranged kernel whose stride-1 "valid" convolution, then ``depth_to_space(2)``, is the stride-2 adjoint."""
+    _, _, cin, cout = kernel.shape
+    (rows, _, _), (cols, _, _) = _polyphase_plan(kernel.shape)
+    k = tf.pad(kernel, [[0, 1], [0, 1], [0, 0], [0, 0]])
+    k = tf.gather(tf.gather(k, rows.reshape(-1), axis=0), cols.reshape(-1), axis=1)
+    k = tf.reshape(k, [len(rows), 2, len(cols), 2, cin, cout])
+    return tf.reshape(tf.transpose(k, [0, 2, 5, 1, 3, 4]), [len(rows), len(cols), cout, 4 * cin])
+
+
+@tf.custom_gradient
+def _conv_polyphase(x, kernel, adjoint):
+    """Stride-2 "same" convolution (even input sizes); input gradient with ``adjoint = _polyphase(kernel)``.
+
+    The input gradient is a stride-1 convolution of the output gradient with
+    the re-arranged kernel followed by ``depth_to_space``, instead of
+    TensorFlow's slow ``Conv2DBackpropInput``.
     """
-    kh, kw, cin, cout = kernel.shape
-    rows, pr0, pr1 = _phase_taps(kh, max(kh - 2, 0) // 2)
-    cols, pc0, pc1 = _phase_taps(kw, max(kw - 2, 0) // 2)
+    y = tf.nn.conv2d(x, kernel, 2, "SAME")
 
-    @tf.custom_gradient
-    def conv(x, kernel):
-        y = tf.nn.conv2d(x, kernel, 2, "SAME")
+    def grad(dy):
+        (_, r0, r1), (_, c0, c1) = _polyphase_plan(kernel.shape)
+        dy_pad = tf.pad(dy, [[0, 0], [r0, r1], [c0, c1], [0, 0]])
+        dx = tf.nn.depth_to_space(tf.nn.conv2d(dy_pad, adjoint, 1, "VALID"), 2)
+        return dx, _filter_grad(x, kernel, dy, 2), None
 
-        def grad(dy):
-            k = tf.pad(kernel, [[0, 1], [0, 1], [0, 0], [0, 0]])
-            k = tf.gather(tf.gather(k, rows.reshape(-1), axis=0), cols.reshape(-1), axis=1)
-            k = tf.reshape(k, [len(rows), 2, len(cols), 2, cin, cout])
-            k = tf.reshape(tf.transpose(k, [0, 2, 5, 1, 3, 4]), [len(rows), len(cols), cout, 4 * cin])
-            dy_pad = tf.pad(dy, [[0, 0], [pr0, pr1], [pc0, pc1], [0, 0]])
-            dx = tf.nn.depth_to_space(tf.nn.conv2d(dy_pad, k, 1, "VALID"), 2)
-            return dx, _filter_grad(x, kernel, dy, 2)
-
-        return y, grad
-
-    return conv(x, kernel)
+    return y, grad
 
 
 @keras.saving.register_keras_serializable(package="tfuad")
@@ -143,8 +231,10 @@ class FlipGradConv2D(layers.Conv2D):
       adjoint into a stride-1 convolution with a re-arranged kernel followed
       by ``depth_to_space``.
 
-    Other configurations fall back to the standard implementation. Weight
-    gradients are unchanged (``Conv2DBackpropFilter``).
+    With a single output channel and at least four input channels, the
+    forward convolution is a matrix product onto the ``k²`` taps followed by a
+    shifted sum. Other configurations fall back to the standard
+    implementation. Weight gradients are unchanged.
 
     Example:
         >>> conv = FlipGradConv2D(8, 3, padding="same")
@@ -163,6 +253,9 @@ class FlipGradConv2D(layers.Conv2D):
         if not plain:
             return None
         if tuple(self.strides) == (1, 1):
+            if self.filters == 1 and inputs.shape[-1] is not None and inputs.shape[-1] >= 4 \
+                    and tuple(self.kernel_size) != (1, 1):
+                return "taps"
             return "flip"
         even = all(d is not None and d % 2 == 0 for d in inputs.shape[1:3])
         if tuple(self.strides) == (2, 2) and self.padding == "same" and even:
@@ -170,12 +263,68 @@ class FlipGradConv2D(layers.Conv2D):
         return None
 
     def convolution_op(self, inputs, kernel):
+        if kernel is self.kernel:  # Keras' call(): the kernel variable itself
+            return self.convolve(inputs, lambda: tf.convert_to_tensor(self.kernel), "kernel")
+        return self.convolve(inputs, lambda: tf.convert_to_tensor(kernel))
+
+    def convolve(self, inputs, make_kernel, tag=None):
+        """Convolve ``inputs`` with the kernel ``make_kernel()`` (shape of :attr:`kernel`).
+
+        Args:
+            inputs: ``(B, H, W, C_in)`` tensor.
+            make_kernel: Builds the kernel from weights alone.
+            tag: Name of this kernel within the layer; with a tag, the kernel
+                and the tensors derived from it are built once inside
+                :func:`loop_invariant_weights`.
+
+        Returns:
+            ``(B, H', W', filters)`` tensor (no bias, no activation).
+        """
+        def get(name, make):
+            return make() if tag is None else _invariant((id(self), tag, name), make)
+
+        kernel = get("kernel", make_kernel)
         kind = self._adjoint_kind(inputs)
-        if kind == "flip":
-            return _conv2d_same(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
+        if kind is None:
+            return super().convolution_op(inputs, kernel)
+        x = tf.convert_to_tensor(inputs)
         if kind == "polyphase":
-            return _conv2d_same_stride2(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
-        return super().convolution_op(inputs, kernel)
+            return _conv_polyphase(x, kernel, get("polyphase", lambda: _polyphase(get("kernel", make_kernel))))
+        adjoint = get("flipped", lambda: _flipped(get("kernel", make_kernel)))
+        if kind == "taps":
+            return _conv_taps(x, kernel, adjoint, get("taps", lambda: _taps(get("kernel", make_kernel))))
+        return _conv_flip(x, kernel, adjoint)
+
+
+def _leaky_relu(x, negative_slope: float):
+    """Leaky ReLU whose gradient reads its output, not its input.
+
+    For a positive slope the output has the sign of the input, so
+    ``LeakyReluGrad`` gives the same result from either. Reading the output
+    leaves the pre-activation with a single consumer, which lets Grappler's
+    remapper fuse convolution, shift, residual sum and activation into one
+    oneDNN kernel inside restoration loops; with the input read, the remapper
+    gives up on the whole loop body ("fanout ... exist for missing node").
+    """
+    if negative_slope <= 0:
+        return keras.ops.leaky_relu(x, negative_slope)
+
+    @tf.custom_gradient
+    def lrelu(t):
+        y = tf.nn.leaky_relu(t, negative_slope)
+
+        def grad(dy):
+            return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=negative_slope)
+
+        return y, grad
+
+    return lrelu(x)
+
+
+def _folded(conv, bn):
+    """``(kernel, shift)`` of ``conv`` followed by inference-mode ``bn``."""
+    scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+    return conv.kernel * scale, bn.beta - bn.moving_mean * scale
 
 
 def _conv_bn(conv, bn, x, training, between=None):
@@ -187,9 +336,8 @@ def _conv_bn(conv, bn, x, training, between=None):
     between = between or (lambda t: t)
     if training:
         return bn(between(conv(x)), training=True)
-    scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
-    shift = bn.beta - bn.moving_mean * scale
-    return between(conv.convolution_op(x, conv.kernel * scale)) + shift
+    shift = _invariant((id(conv), id(bn), "shift"), lambda: _folded(conv, bn)[1])
+    return tf.nn.bias_add(between(conv.convolve(x, lambda: _folded(conv, bn)[0], tag=f"folded:{id(bn)}")), shift)
 
 
 def _spatial(shape, factor):
@@ -233,9 +381,9 @@ class DownBlock(layers.Layer):
         return (input_shape[0], h, w, self.filters)
 
     def call(self, x, training=False):
-        h = keras.ops.leaky_relu(_conv_bn(self.ds_conv, self.bn1, x, training), self.negative_slope)
+        h = _leaky_relu(_conv_bn(self.ds_conv, self.bn1, x, training), self.negative_slope)
         h = _conv_bn(self.conv, self.bn2, h, training)
-        return keras.ops.leaky_relu(h + self.shortcut(x), self.negative_slope)
+        return _leaky_relu(h + self.shortcut(x), self.negative_slope)
 
     def get_config(self):
         config = super().get_config()
@@ -279,9 +427,9 @@ class UpBlock(layers.Layer):
 
     def call(self, x, training=False):
         h = _conv_bn(self.up_conv, self.bn1, x, training, between=self.up)
-        h = keras.ops.leaky_relu(h, self.negative_slope)
+        h = _leaky_relu(h, self.negative_slope)
         h = _conv_bn(self.conv, self.bn2, h, training)
-        return keras.ops.leaky_relu(h + self.up(self.shortcut(x)), self.negative_slope)
+        return _leaky_relu(h + self.up(self.shortcut(x)), self.negative_slope)
 
     def get_config(self):
         config = super().get_config()

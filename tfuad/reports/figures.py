@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from itertools import cycle
 from pathlib import Path
@@ -476,7 +477,7 @@ def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, a
     if mask is not None:
         _draw_contour(ax, axial_to_display(mask), "red")
     if title:
-        ax.set_title(title, fontsize="medium")
+        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize="medium")
     return save_figure(fig, out)
 
 
@@ -624,5 +625,5 @@ def plot_convergence(curves: Mapping, out_png, *, title: str | None = None,
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     if title:
-        ax.set_title(title, fontsize="medium")
+        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize="medium")
     return save_figure(fig, out)
