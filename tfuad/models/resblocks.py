@@ -288,11 +288,12 @@ class FlipGradConv2D(layers.Conv2D):
         if kind is None:
             return super().convolution_op(inputs, kernel)
         x = tf.convert_to_tensor(inputs)
+        # inside loop_invariant_weights, ``kernel`` already lives in the context's graph
         if kind == "polyphase":
-            return _conv_polyphase(x, kernel, get("polyphase", lambda: _polyphase(get("kernel", make_kernel))))
-        adjoint = get("flipped", lambda: _flipped(get("kernel", make_kernel)))
+            return _conv_polyphase(x, kernel, get("polyphase", lambda: _polyphase(kernel)))
+        adjoint = get("flipped", lambda: _flipped(kernel))
         if kind == "taps":
-            return _conv_taps(x, kernel, adjoint, get("taps", lambda: _taps(get("kernel", make_kernel))))
+            return _conv_taps(x, kernel, adjoint, get("taps", lambda: _taps(kernel)))
         return _conv_flip(x, kernel, adjoint)
 
 
@@ -336,8 +337,8 @@ def _conv_bn(conv, bn, x, training, between=None):
     between = between or (lambda t: t)
     if training:
         return bn(between(conv(x)), training=True)
-    shift = _invariant((id(conv), id(bn), "shift"), lambda: _folded(conv, bn)[1])
-    return tf.nn.bias_add(between(conv.convolve(x, lambda: _folded(conv, bn)[0], tag=f"folded:{id(bn)}")), shift)
+    kernel, shift = _invariant((id(conv), id(bn), "folded"), lambda: _folded(conv, bn))
+    return tf.nn.bias_add(between(conv.convolve(x, lambda: kernel, tag=f"folded:{id(bn)}")), shift)
 
 
 def _spatial(shape, factor):
