@@ -40,9 +40,9 @@ import numpy as np  # noqa: E402
 from tfuad.detection.detector import Detector  # noqa: E402
 from tfuad.detection.residual import residual_maps  # noqa: E402
 from tfuad.detection.restoration import (  # noqa: E402
-    SCHEDULES,
     Restorer,
     convergence_curve,
+    get_schedule,
 )
 from tfuad.errors import ConfigError, DatasetError  # noqa: E402
 from tfuad.files import write_json  # noqa: E402
@@ -67,6 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--healthy-slices", type=int, default=8, help="lesion-free brain slices to add (default 8)")
     p.add_argument("--every", type=int, default=25, help="paper schedule: AUROC every N steps (default 25)")
     p.add_argument("--fast-every", type=int, default=5, help="fast schedule: AUROC every N steps (default 5)")
+    p.add_argument("--fast-steps", type=int, default=None,
+                   help="fast schedule: steps of the curve (default: its max_steps)")
     p.add_argument("--batch-size", type=int, default=32, help="slices per restoration batch")
     return p.parse_args(argv)
 
@@ -127,7 +129,7 @@ def main(argv=None):
 
     runs = {}
     for name, every in (("paper", args.every), ("fast", args.fast_every)):
-        schedule = SCHEDULES[name]
+        schedule = get_schedule(name, args.fast_steps if name == "fast" else None)
         restorer = Restorer(detector.model, lam=lam, schedule=schedule, batch_size=args.batch_size)
         t0 = time.perf_counter()
         marks = sorted(set(range(0, schedule.steps + 1, every)) | {m for m in EARLY if m <= schedule.steps})

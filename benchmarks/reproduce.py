@@ -115,7 +115,7 @@ def _calibrate(row, run, dataset, args, clock, log):
         return
     log(f"[{row.key}] calibrating {row.method}")
     start = time.perf_counter()
-    calibrate_run(run.path, dataset, method=row.method, schedule=args.schedule, log=log)
+    calibrate_run(run.path, dataset, method=row.method, schedule=args.schedule, max_steps=args.max_steps, log=log)
     clock.record(f"{args.modality}/{row.key}/calibrate-{row.method}", time.perf_counter() - start)
 
 
@@ -129,7 +129,7 @@ def _evaluate(row, run, dataset, out, args, clock, log, tag=""):
     start = time.perf_counter()
     methods = () if row.method == "intensity" else (row.method,)
     summary = evaluate_run(run.path, dataset, out, methods=methods, include_intensity=row.method == "intensity",
-                           schedule=args.schedule, log=log)
+                           schedule=args.schedule, max_steps=args.max_steps, log=log)
     clock.record(f"{args.modality}/{row.key}/evaluate-{row.method}{tag}", time.perf_counter() - start)
     return summary
 
@@ -247,6 +247,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schedule", default="fast", choices=("paper", "fast"), help="MAP-TV schedule")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="step limit of the MAP-TV schedule (default: its own; the README tables use 50)")
     parser.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
                         help="histogram standardisation learned on the training subjects (default on)")
     parser.add_argument("--rows", default=None,

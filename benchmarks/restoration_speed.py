@@ -70,7 +70,7 @@ from scipy.ndimage import gaussian_filter  # noqa: E402
 from tensorflow.python.framework import test_util  # noqa: E402
 
 from tfuad.data.nifti import atomic_path  # noqa: E402
-from tfuad.detection.restoration import SCHEDULES, GradientAscent, Restorer  # noqa: E402
+from tfuad.detection.restoration import SCHEDULES, GradientAscent, Restorer, get_schedule  # noqa: E402
 from tfuad.metrics.segmentation import auc_scores  # noqa: E402
 from tfuad.models.priors import ResVAE  # noqa: E402
 
@@ -80,7 +80,8 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=128, help="slice side (default 128)")
     p.add_argument("--slices", type=int, default=155, help="slices in the benchmark volume (default 155)")
     p.add_argument("--batch-sizes", default="16,32,64", help="batch sizes for the per-step table")
-    p.add_argument("--volume-batch", type=int, default=32, help="batch size used for whole volumes")
+    p.add_argument("--volume-batch", type=int, default=None,
+                   help="batch size used for whole volumes (default: Restorer's, the whole volume where memory allows)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
     p.add_argument("--steps", type=int, default=6, help="restoration steps per timing")
     p.add_argument("--matmul-size", type=int, default=2048, help="side of the square matmul")
@@ -264,11 +265,11 @@ def main(argv=None):
     # ---------------------------------------------------------------- volumes
     active = len(volume) if brain is None else int(brain.reshape(len(volume), -1).any(axis=1).sum())
     print(f"\nwhole volume: {about}; {args.slices} slices of {args.image_size}², {active} with brain, "
-          f"batch {args.volume_batch}, λ = {lam:g}")
+          f"batch {Restorer(model, batch_size=args.volume_batch).batch_size}, λ = {lam:g}")
     volumes = []
     paper, fast = SCHEDULES["paper"], SCHEDULES["fast"]
     fast_schedules = [fast] if not args.fast_steps else [
-        dataclasses.replace(fast, max_steps=int(n)) for n in args.fast_steps.split(",")]
+        get_schedule("fast", int(n)) for n in args.fast_steps.split(",")]
 
     def auroc(restored):
         if lesion is None or not (lesion & brain).any():
@@ -278,7 +279,7 @@ def main(argv=None):
     for jit in jits:
         probe = Restorer(model, lam=lam, schedule=GradientAscent(steps=args.steps), batch_size=args.volume_batch,
                          jit_compile=jit)
-        probe.restore(volume[:args.volume_batch])
+        probe.restore(volume[:probe.batch_size])
         seconds, _ = timed(lambda: probe.restore(volume, brain))
         per_step = seconds / args.steps
         if args.full:
@@ -295,7 +296,7 @@ def main(argv=None):
             continue
         for schedule in fast_schedules:
             runner = Restorer(model, lam=lam, schedule=schedule, batch_size=args.volume_batch, jit_compile=jit)
-            runner.restore(volume[:args.volume_batch])  # trace / compile
+            runner.restore(volume[:runner.batch_size])  # trace / compile
             fast_s, restored = timed(lambda: runner.restore(volume, brain))
             name = "fast" if schedule == fast else f"fast, max_steps={schedule.max_steps}"
             volumes.append(dict(schedule=name, xla=jit, seconds=fast_s, steps=runner.steps_taken_, how="measured",

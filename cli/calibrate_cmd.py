@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from tfuad.cli.options import batch_size_option, schedule_options
+
 
 def parse_fprs(ctx, param, value):
     try:
@@ -29,16 +31,15 @@ def parse_fprs(ctx, param, value):
 @click.option("--lambdas", default=None, metavar="L1,L2,...",
               help="λ grid of the map-tv ε(λ) search [default: 0.25,0.5,1,2,3,4,5,6,8,12].")
 @click.option("--percentile", default=98.0, show_default=True, help="Percentile threshold on healthy training maps.")
-@click.option("--schedule", type=click.Choice(["paper", "fast"]), default="paper", show_default=True,
-              help="MAP-TV schedule: paper (500 steps) or fast (fewer steps, same quality).")
+@schedule_options(default="paper")
 @click.option("--median-size", default=5, show_default=True,
               help="Side of the 3D median filter on the maps (paper: 5 at about 1 mm; 1 turns it off).")
 @click.option("--erosion", default=3, show_default=True, help="Voxel layers eroded from the brain mask.")
 @click.option("--min-component", default=6, show_default=True,
               help="3D connected components smaller than this (voxels) are dropped from segmentations.")
-@click.option("--batch-size", default=32, show_default=True, help="Slices per batch.")
-def command(run_dir, data_path, protocol, method, lambdas, fprs, percentile, schedule, median_size, erosion, min_component,
-            batch_size):
+@batch_size_option
+def command(run_dir, data_path, protocol, method, lambdas, fprs, percentile, schedule, max_steps, median_size, erosion,
+            min_component, batch_size):
     """Calibrate a trained run on healthy data; writes RUN_DIR/calibration-<method>.json.
 
     Thresholds never come from test labels: the 98th percentile of post-processed
@@ -75,7 +76,8 @@ def command(run_dir, data_path, protocol, method, lambdas, fprs, percentile, sch
         methods = ["residual", "intensity"] + (["map-tv"] if elbo else [])
     for m in methods:
         cal = calibrate_run(run_dir, dataset, method=m, fprs=fprs, percentile=percentile, schedule=schedule,
-                            batch_size=batch_size, postprocess=postprocess, log=click.echo, **extra)
+                            max_steps=max_steps, batch_size=batch_size, postprocess=postprocess, log=click.echo,
+                            **extra)
         values = ", ".join(f"{k}={v:.4g}" for k, v in cal.thresholds.items())
         lam = f", lambda={cal.extra['lambda']:g}" if "lambda" in cal.extra else ""
         click.echo(f"{m}: {values}{lam} ({cal.n_voxels} healthy calibration voxels)")

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from tfuad.cli.options import batch_size_option, schedule_options
+
 
 def _stem(path) -> str:
     name = Path(path).name
@@ -42,10 +44,10 @@ def _inputs(paths, modality):
 @click.option("--modality", default="flair", show_default=True, help="Modality to read from dataset folders.")
 @click.option("--brain-mask", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Brain mask for a single input file [default: its non-zero voxels].")
-@click.option("--schedule", type=click.Choice(["paper", "fast"]), default="paper", show_default=True,
-              help="MAP-TV schedule.")
-@click.option("--batch-size", default=32, show_default=True, help="Slices per batch.")
-def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_mask, schedule, batch_size):
+@schedule_options()
+@batch_size_option
+def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_mask, schedule, max_steps,
+            batch_size):
     """Detect lesions in INPUT volumes (NIfTI files or dataset folders).
 
     For each input writes, with the input's affine and header so they overlay
@@ -70,7 +72,7 @@ def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_m
         raise click.UsageError("--brain-mask goes with a single input file")
     if brain_mask:
         items = [(items[0][0], Path(brain_mask))]
-    detector = Detector(run_dir, method, batch_size=batch_size, schedule=schedule)
+    detector = Detector(run_dir, method, batch_size=batch_size, schedule=schedule, max_steps=max_steps)
     threshold = detector.threshold(fpr=0.05 if fpr is None and percentile is None else fpr, percentile=percentile)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

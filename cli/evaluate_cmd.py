@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from tfuad.cli.options import batch_size_option, schedule_options
+
 
 @click.command("evaluate")
 @click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
@@ -15,10 +17,9 @@ import click
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @click.option("--method", "methods", multiple=True, type=click.Choice(["residual", "map-tv", "intensity"]),
               help="Method(s) to score (repeatable) [default: residual]. The intensity baseline row is always added.")
-@click.option("--schedule", type=click.Choice(["paper", "fast"]), default="paper", show_default=True,
-              help="MAP-TV schedule.")
-@click.option("--batch-size", default=32, show_default=True, help="Slices per batch.")
-def command(run_dir, data_path, protocol, modality, out_dir, methods, schedule, batch_size):
+@schedule_options()
+@batch_size_option
+def command(run_dir, data_path, protocol, modality, out_dir, methods, schedule, max_steps, batch_size):
     """Score a calibrated run on labelled test subjects.
 
     Writes OUT/summary.json (all numbers with method, model, dataset, modality and
@@ -45,7 +46,7 @@ def command(run_dir, data_path, protocol, modality, out_dir, methods, schedule, 
     if protocol:
         dataset = dataset.with_protocol(protocol)
     summary = evaluate_run(run_dir, dataset, out_dir, methods=methods or ("residual",), schedule=schedule,
-                           batch_size=batch_size, log=click.echo)
+                           max_steps=max_steps, batch_size=batch_size, log=click.echo)
     from tfuad.reports.evaluate import markdown_table
 
     click.echo(markdown_table(summary["methods"]))

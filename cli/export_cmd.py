@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from tfuad.cli.options import schedule_options
+
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
@@ -18,10 +20,9 @@ import click
 @click.option("--lam", type=float, default=None,
               help="Lambda of the 'restore' signature [default: the map-tv calibration's; without either, "
                    "'restore' is not exported].")
-@click.option("--schedule", type=click.Choice(["paper", "fast"]), default=None,
-              help="MAP-TV schedule [default: the calibrated one, else paper].")
+@schedule_options()
 @click.option("--no-warmup", is_flag=True, help="Do not write assets.extra/tf_serving_warmup_requests.")
-def command(run_dir, export_base, name, version, method, fpr, lam, schedule, no_warmup):
+def command(run_dir, export_base, name, version, method, fpr, lam, schedule, max_steps, no_warmup):
     """Export a trained, calibrated run as a TF-Serving SavedModel.
 
     Signatures (input 'slices': float32 [batch, S, S, 1] normalised slices):
@@ -40,7 +41,7 @@ def command(run_dir, export_base, name, version, method, fpr, lam, schedule, no_
     from tfuad.export.saved_model import export_run
 
     exported = export_run(run_dir, export_base, name=name, version=version, method=method, fpr=fpr, lam=lam,
-                          schedule=schedule, warmup=not no_warmup)
+                          schedule=schedule, max_steps=max_steps, warmup=not no_warmup)
     meta = exported.metadata
     restore = meta["restore"]
     detail = f", restore: lambda={restore['lambda']:g} ({restore['schedule']})" if restore else ""

@@ -17,7 +17,6 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ import tensorflow as tf
 
 import tfuad
 from tfuad.detection.detector import Detector
-from tfuad.detection.restoration import Restorer, get_schedule
+from tfuad.detection.restoration import Restorer, calibrated_schedule, get_schedule, schedule_config
 from tfuad.errors import ConfigError
 from tfuad.export.graph import EXPORT_METHODS, INPUT_NAME, SIGNATURE_OUTPUTS, signature_functions
 from tfuad.export.warmup import WARMUP_FILE, serving_apis, warmup_slices, write_warmup_requests
@@ -118,29 +117,27 @@ def _slice_thresholds(calibration, path) -> dict:
     return {str(k): float(v) for k, v in thresholds.items()}
 
 
-def _restoration_settings(method, tv_calibration, lam, schedule):
-    """λ and schedule name of the ``restore`` signature, or ``(None, None)`` when it is not exported."""
+def _restoration_settings(method, tv_calibration, lam, schedule, max_steps=None, source=None):
+    """λ and schedule of the ``restore`` signature, or ``(None, None)`` when it is not exported."""
     calibrated_lam = None if tv_calibration is None else float(tv_calibration.extra["lambda"])
-    calibrated_schedule = None if tv_calibration is None else tv_calibration.extra.get("schedule", "paper")
+    calibrated = None if tv_calibration is None else tv_calibration.extra.get("schedule", "paper")
     if method == "map-tv":
         if lam is not None and float(lam) != calibrated_lam:
             raise ConfigError(f"the map-tv thresholds were calibrated with lambda={calibrated_lam:g}; "
                               f"--lam {float(lam):g} would make them wrong (calibrate again with it)")
-        if schedule is not None and schedule != calibrated_schedule:
-            raise ConfigError(f"the map-tv thresholds were calibrated with the {calibrated_schedule!r} schedule, "
-                              f"not {schedule!r}")
+        schedule = calibrated_schedule(schedule, max_steps, calibrated, source=source)
     lam = calibrated_lam if lam is None else float(lam)
     if lam is None:
         return None, None
-    return lam, schedule or calibrated_schedule or "paper"
+    return lam, get_schedule(schedule if schedule is not None else (calibrated or "paper"), max_steps)
 
 
-def _metadata(name, version, method, detector, calibration, fpr, thresholds, restorer, schedule, signatures):
+def _metadata(name, version, method, detector, calibration, fpr, thresholds, restorer, signatures):
     config, pconfig, model = detector.config, detector.pconfig, detector.model
     restore = None
     if restorer is not None:
-        restore = {"lambda": restorer.lam, "schedule": schedule,
-                   "schedule_settings": dataclasses.asdict(restorer.schedule)}
+        settings = schedule_config(restorer.schedule)
+        restore = {"lambda": restorer.lam, "schedule": settings.pop("name"), "schedule_settings": settings}
     return {
         "format": "tfuad-serving",
         "format_version": 1,
@@ -184,7 +181,7 @@ def _write_savedmodel(out, model, functions, slice_shape):
 
 def export_run(run_dir, export_base, *, name: str | None = None, version: int | None = None,
                method: str = "residual", fpr: float = 0.05, lam: float | None = None,
-               schedule: str | None = None, warmup: bool = True) -> ExportedModel:
+               schedule: str | None = None, max_steps: int | None = None, warmup: bool = True) -> ExportedModel:
     """Export a run as ``EXPORT_BASE/<name>/<version>/`` for TensorFlow Serving.
 
     Args:
@@ -198,6 +195,7 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
             (``calibration-map-tv.json``). Without either, ``restore`` is not exported.
         schedule: MAP-TV schedule name (``paper`` or ``fast``); default: the
             calibrated one, else ``paper``.
+        max_steps: Step limit of the schedule; default: the calibrated one.
         warmup: Write ``assets.extra/tf_serving_warmup_requests`` (needs
             ``tensorflow-serving-api``).
 
@@ -211,8 +209,8 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
     """
     if method not in EXPORT_METHODS:
         raise ConfigError(f"cannot export method {method!r}; choose one of: {', '.join(EXPORT_METHODS)}")
-    if schedule is not None:
-        get_schedule(schedule)
+    if schedule is not None or max_steps is not None:
+        get_schedule(schedule or "paper", max_steps)
     _check_fpr(fpr)
     if warmup:
         serving_apis()  # fail before the slow part when the protos are missing
@@ -234,7 +232,7 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
                           f"calibrated: {', '.join(sorted(thresholds))}")
     tv_path = detector.calibration_path("map-tv")
     tv_calibration = Calibration.from_json(tv_path) if tv_path.is_file() else None
-    lam, schedule = _restoration_settings(method, tv_calibration, lam, schedule)
+    lam, schedule = _restoration_settings(method, tv_calibration, lam, schedule, max_steps, source=tv_path)
     model = detector.model
     restorer = None if lam is None else Restorer(model, lam=lam, schedule=schedule)
     slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
@@ -242,8 +240,7 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
     functions = signature_functions(model, method=method, background=background,
                                     threshold=thresholds[fpr_key(fpr)], restorer=restorer)
     signatures = {key: {"inputs": [INPUT_NAME], "outputs": list(SIGNATURE_OUTPUTS[key])} for key in functions}
-    metadata = _metadata(name, version, method, detector, calibration, fpr, thresholds, restorer, schedule,
-                         signatures)
+    metadata = _metadata(name, version, method, detector, calibration, fpr, thresholds, restorer, signatures)
 
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".{version}.{uuid.uuid4().hex}.tmp"  # not numeric: servers ignore it

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfuad.detection.detector import Detector
+from tfuad.detection.restoration import schedule_config
 from tfuad.errors import DatasetError
 from tfuad.training.trainer import prepare_split, split_subjects
 
@@ -67,8 +68,8 @@ def _healthy_slices(prepared_list, pconfig, limit, seed=0):
 
 
 def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FPRS, percentile: float = 98.0,
-                  lambdas=DEFAULT_LAMBDAS, lambda_slices: int = 32, schedule: str = "paper",
-                  batch_size: int = 32, postprocess=None, log=print):
+                  lambdas=DEFAULT_LAMBDAS, lambda_slices: int = 32, schedule="paper",
+                  max_steps: int | None = None, batch_size: int | None = None, postprocess=None, log=print):
     """Calibrate ``method`` of a run on a dataset's healthy data and save it in the run.
 
     Args:
@@ -82,7 +83,9 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
         percentile: Percentile threshold (paper: 98).
         lambdas: λ grid for MAP-TV.
         lambda_slices: Healthy calibration slices used for the λ search.
-        schedule: MAP-TV schedule.
+        schedule: MAP-TV schedule (``paper`` or ``fast``); stored with the calibration, and
+            used by every later detection unless it asks for another (which then fails).
+        max_steps: Step limit of the MAP-TV schedule (default: the schedule's own).
         postprocess: :class:`~tfuad.postprocessing.filters.PostprocessConfig` stored with the
             calibration and used by every later detection (default: the paper's).
 
@@ -101,7 +104,7 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
 
     from tfuad.postprocessing.filters import PostprocessConfig
 
-    detector = Detector(run_dir, method, batch_size=batch_size, schedule=schedule,
+    detector = Detector(run_dir, method, batch_size=batch_size, schedule=schedule, max_steps=max_steps,
                         postprocess=postprocess or PostprocessConfig())
     modality = detector.config["data"]["modality"]
     calib_subjects = split_subjects(dataset, "calib")
@@ -111,13 +114,13 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
     calib, _ = prepare_split(calib_subjects, modality, detector.pconfig, detector.stats, log=log)
     if not calib:
         raise DatasetError(dataset.root, "no calibration subject has known healthy slices")
-    extra = {"schedule": schedule} if method == "map-tv" else {}
+    extra = {"schedule": schedule_config(detector.schedule)} if method == "map-tv" else {}
     if method == "map-tv":
         from tfuad.detection.restoration import choose_lambda, plot_lambda_curve
 
         slices, brains = _healthy_slices(calib, detector.pconfig, lambda_slices)
         log(f"choosing λ on {len(slices)} healthy calibration slices over {len(lambdas)} values")
-        best, curve = choose_lambda(detector.model, slices, lambdas, schedule=schedule, mask=brains,
+        best, curve = choose_lambda(detector.model, slices, lambdas, schedule=detector.schedule, mask=brains,
                                     batch_size=batch_size)
         extra.update({"lambda": float(best), "lambda_curve": {str(k): float(v) for k, v in curve.items()}})
         plot_lambda_curve(curve, best, detector.run.path / "lambda_curve.png")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfuad.detection.restoration import calibrated_schedule, get_schedule
 from tfuad.errors import ConfigError
 from tfuad.training.run import RunDir
 
@@ -57,15 +58,18 @@ class Detector:
     Args:
         run_dir: A run directory written by ``tfuad train``.
         method: One of :data:`METHODS`.
-        batch_size: Slices per forward pass (or per restoration batch).
-        schedule: MAP-TV schedule name (``paper`` or ``fast``).
+        batch_size: Slices per forward pass (default 32) or per restoration batch (default: a whole
+            volume where memory allows, see :class:`~tfuad.detection.restoration.Restorer`).
+        schedule: MAP-TV schedule (``paper``, ``fast``, or a schedule object); default: the
+            one ``map-tv`` was calibrated with, else ``paper``.
+        max_steps: Step limit of the MAP-TV schedule; default: the schedule's own.
         lam: MAP-TV weight λ; default: the calibrated value.
         postprocess: A :class:`~tfuad.postprocessing.filters.PostprocessConfig` (default: the one the
             method was calibrated with, else the paper's).
     """
 
-    def __init__(self, run_dir, method: str = "residual", *, batch_size: int = 32, schedule: str = "paper",
-                 lam: float | None = None, postprocess=None):
+    def __init__(self, run_dir, method: str = "residual", *, batch_size: int | None = None, schedule=None,
+                 max_steps: int | None = None, lam: float | None = None, postprocess=None):
         from tfuad.postprocessing.filters import PostprocessConfig
 
         if method not in METHODS:
@@ -73,8 +77,9 @@ class Detector:
         self.run = RunDir(run_dir)
         self.config = self.run.config()
         self.method = method
-        self.batch_size = int(batch_size)
-        self.schedule = schedule
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self._schedule_request = (schedule, max_steps)
+        get_schedule(schedule or "paper", max_steps)  # fail early on a bad name or step limit
         self.pconfig = self.run.preprocess_config()
         self.stats = self.run.intensity_stats()
         stored = self._stored_postprocess()
@@ -106,7 +111,20 @@ class Detector:
         if calibration.postprocess and calibration.postprocess != self.postprocess.to_dict():
             raise ConfigError(f"{path}: calibrated with post-processing {calibration.postprocess}, "
                               f"but detection uses {self.postprocess.to_dict()}; calibrate again")
+        if self.method == "map-tv":
+            calibrated_schedule(*self._schedule_request, calibration.extra.get("schedule"), source=path)
         return calibration
+
+    @property
+    def schedule(self):
+        """The MAP-TV schedule: as requested, else the calibrated one, else ``paper``."""
+        import json
+
+        requested, max_steps = self._schedule_request
+        path = self.calibration_path("map-tv")
+        if requested is None and path.is_file():
+            requested = json.loads(path.read_text()).get("extra", {}).get("schedule")
+        return get_schedule(requested or "paper", max_steps)
 
     def threshold(self, *, fpr: float | None = None, percentile: float | None = None) -> float:
         """A calibrated threshold: an FPR limit (e.g. 0.05) or the percentile (98)."""
@@ -146,7 +164,7 @@ class Detector:
         if self.method == "residual":
             from tfuad.detection.residual import residual_maps
 
-            return residual_maps(self.model, slices, self.batch_size)
+            return residual_maps(self.model, slices, self.batch_size or 32)
         restored = self.restorer(lam).restore(slices, mask=brain)
         return np.abs(slices - restored), restored
 

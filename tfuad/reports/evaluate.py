@@ -25,6 +25,7 @@ import numpy as np
 from tfuad.data.nifti import atomic_path
 from tfuad.detection.calibrate import calibrate_run
 from tfuad.detection.detector import Detector
+from tfuad.detection.restoration import schedule_config
 from tfuad.errors import DatasetError
 from tfuad.training.run import write_json
 from tfuad.training.trainer import split_subjects
@@ -81,7 +82,8 @@ def markdown_table(rows) -> str:
 
 
 def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_intensity: bool = True,
-                 schedule: str = "paper", batch_size: int = 32, n_examples: int = 4, log=print) -> dict:
+                 schedule=None, max_steps: int | None = None, batch_size: int | None = None, n_examples: int = 4,
+                 log=print) -> dict:
     """Evaluate a calibrated run on the labelled test subjects of ``dataset``.
 
     Args:
@@ -92,7 +94,8 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
         methods: Learned methods to score (``residual``, ``map-tv``).
         include_intensity: Add the intensity-threshold reference row
             (calibrated on the dataset's healthy data when not yet calibrated).
-        schedule: MAP-TV schedule.
+        schedule: MAP-TV schedule; default: the calibrated one.
+        max_steps: Step limit of the MAP-TV schedule; default: the calibrated one.
         batch_size: Slices per batch.
         n_examples: Slices in the example grid.
 
@@ -116,12 +119,12 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
     methods = list(dict.fromkeys([*methods, *(["intensity"] if include_intensity else [])]))
     detectors, calibrations = {}, {}
     for method in methods:
-        det = Detector(run_dir, method, batch_size=batch_size, schedule=schedule)
+        det = Detector(run_dir, method, batch_size=batch_size, schedule=schedule, max_steps=max_steps)
         if method == "intensity" and not det.calibration_path().is_file():
             log("calibrating the intensity baseline on the dataset's healthy data")
             same = detectors[methods[0]].postprocess if detectors else None  # same post-processing as compared row
             calibrate_run(run_dir, dataset, method="intensity", batch_size=batch_size, postprocess=same, log=log)
-            det = Detector(run_dir, method, batch_size=batch_size, schedule=schedule)
+            det = Detector(run_dir, method, batch_size=batch_size, schedule=schedule, max_steps=max_steps)
         calibrations[method] = det.calibration()  # read once; fails early, naming the command to run
         detectors[method] = det
     first = detectors[methods[0]]
@@ -166,6 +169,7 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
             "method": method, "label": METHOD_LABELS[method],
             "thresholds": cal.thresholds,
             "lambda": cal.extra.get("lambda"),
+            "schedule": schedule_config(detectors[method].schedule) if method == "map-tv" else None,
             "auroc": float(points["auroc"]), "auprc": float(points["auprc"]),
             "dice": {k: dict(zip(("mean", "std"), _mean_std(r[f"dice@{k}"] for r in mrows)))
                      for k in keys},
