@@ -70,7 +70,13 @@ from scipy.ndimage import gaussian_filter  # noqa: E402
 from tensorflow.python.framework import test_util  # noqa: E402
 
 from tfuad.data.nifti import atomic_path  # noqa: E402
-from tfuad.detection.restoration import SCHEDULES, GradientAscent, Restorer, get_schedule  # noqa: E402
+from tfuad.detection.restoration import (  # noqa: E402
+    SCHEDULES,
+    GradientAscent,
+    Restorer,
+    get_schedule,
+    restoration_batch_size,
+)
 from tfuad.metrics.segmentation import auc_scores  # noqa: E402
 from tfuad.models.priors import ResVAE  # noqa: E402
 
@@ -265,7 +271,7 @@ def main(argv=None):
     # ---------------------------------------------------------------- volumes
     active = len(volume) if brain is None else int(brain.reshape(len(volume), -1).any(axis=1).sum())
     print(f"\nwhole volume: {about}; {args.slices} slices of {args.image_size}², {active} with brain, "
-          f"batch {Restorer(model, batch_size=args.volume_batch).batch_size}, λ = {lam:g}")
+          f"batch {restoration_batch_size(args.image_size, args.volume_batch)}, λ = {lam:g}")
     volumes = []
     paper, fast = SCHEDULES["paper"], SCHEDULES["fast"]
     fast_schedules = [fast] if not args.fast_steps else [

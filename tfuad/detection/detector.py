@@ -82,7 +82,7 @@ class Detector:
         get_schedule(schedule or "paper", max_steps)  # fail early on a bad name or step limit
         self.pconfig = self.run.preprocess_config()
         self.stats = self.run.intensity_stats()
-        stored = self._stored_postprocess()
+        stored = self._stored("postprocess")
         self.postprocess = postprocess or (PostprocessConfig.from_dict(stored) if stored else PostprocessConfig())
         self.model = None if method == "intensity" else self.run.load_model()
         self._lam = lam
@@ -92,12 +92,15 @@ class Detector:
     def calibration_path(self, method: str | None = None):
         return self.run.path / f"calibration-{method or self.method}.json"
 
-    def _stored_postprocess(self):
-        """Post-processing settings of an existing calibration of this method, if any."""
+    def _stored(self, *keys, method: str | None = None):
+        """``calibration[keys[0]][keys[1]]…`` of an existing calibration (of ``method``), or ``None``."""
         import json
 
-        path = self.calibration_path()
-        return json.loads(path.read_text()).get("postprocess") if path.is_file() else None
+        path = self.calibration_path(method)
+        value = json.loads(path.read_text()) if path.is_file() else None
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
 
     def calibration(self):
         """The stored :class:`~tfuad.postprocessing.thresholds.Calibration` of this method."""
@@ -118,12 +121,9 @@ class Detector:
     @property
     def schedule(self):
         """The MAP-TV schedule: as requested, else the calibrated one, else ``paper``."""
-        import json
-
         requested, max_steps = self._schedule_request
-        path = self.calibration_path("map-tv")
-        if requested is None and path.is_file():
-            requested = json.loads(path.read_text()).get("extra", {}).get("schedule")
+        if requested is None:
+            requested = self._stored("extra", "schedule", method="map-tv")
         return get_schedule(requested or "paper", max_steps)
 
     def threshold(self, *, fpr: float | None = None, percentile: float | None = None) -> float:

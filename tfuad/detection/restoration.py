@@ -81,6 +81,7 @@ __all__ = [
     "describe_schedule",
     "calibrated_schedule",
     "AUTO_BATCH_PIXELS",
+    "restoration_batch_size",
     "Restorer",
     "select_lambda",
     "choose_lambda",
@@ -341,6 +342,23 @@ def calibrated_schedule(requested=None, max_steps: int | None = None, calibrated
 AUTO_BATCH_PIXELS = 160 * 128 * 128
 
 
+def restoration_batch_size(image_size: int, batch_size: int | None = None) -> int:
+    """Slices per restoration batch: ``batch_size``, or :data:`AUTO_BATCH_PIXELS` worth of slices.
+
+    Raises:
+        ConfigError: for a batch size below 1.
+
+    Example:
+        >>> restoration_batch_size(128), restoration_batch_size(256), restoration_batch_size(128, 32)
+        (160, 40, 32)
+    """
+    if batch_size is None:
+        batch_size = max(1, AUTO_BATCH_PIXELS // int(image_size) ** 2)
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    return int(batch_size)
+
+
 class Restorer:
     """MAP-TV restoration of batches of slices with one compiled loop.
 
@@ -372,11 +390,7 @@ class Restorer:
         self.lam = lam
         self.schedule = get_schedule(schedule)
         self.slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
-        if batch_size is None:
-            batch_size = max(1, AUTO_BATCH_PIXELS // (self.slice_shape[0] * self.slice_shape[1]))
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.batch_size = restoration_batch_size(self.slice_shape[0], batch_size)
         self.jit_compile = bool(jit_compile)
         self.steps_taken_: list[int] = []
         self._loop = self._make_loop()

@@ -126,6 +126,11 @@ def _draw_contour(ax, mask2d: np.ndarray, colour: str) -> None:
         ax.contour(mask2d.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.0)
 
 
+def _set_title(ax, title: str) -> None:
+    """Axes title wrapped at 60 characters, so long titles stay inside the figure."""
+    ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize="medium")
+
+
 def _blank_axes(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -477,7 +482,7 @@ def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, a
     if mask is not None:
         _draw_contour(ax, axial_to_display(mask), "red")
     if title:
-        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize="medium")
+        _set_title(ax, title)
     return save_figure(fig, out)
 
 
@@ -625,5 +630,5 @@ def plot_convergence(curves: Mapping, out_png, *, title: str | None = None,
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     if title:
-        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize="medium")
+        _set_title(ax, title)
     return save_figure(fig, out)
