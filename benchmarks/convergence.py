@@ -47,7 +47,7 @@ from tfuad.detection.restoration import (  # noqa: E402
 from tfuad.errors import ConfigError, DatasetError  # noqa: E402
 from tfuad.files import write_json  # noqa: E402
 from tfuad.metrics.segmentation import auc_scores  # noqa: E402
-from tfuad.reports.evaluate import labelled_test_subjects  # noqa: E402
+from tfuad.data.splits import labelled_test_subjects  # noqa: E402
 from tfuad.reports.figures import plot_convergence  # noqa: E402
 
 

@@ -147,7 +147,7 @@ def _reconstruction_figure(runs, dataset, args, path, log):
 
     from tfuad.detection.detector import Detector
     from tfuad.reports import figures
-    from tfuad.reports.evaluate import labelled_test_subjects
+    from tfuad.data.splits import labelled_test_subjects
 
     if not hasattr(figures, "reconstruction_comparison") or not runs:
         log("reconstruction figure skipped: tfuad.reports.figures.reconstruction_comparison is not available")

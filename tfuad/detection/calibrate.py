@@ -20,7 +20,7 @@ import numpy as np
 from tfuad.detection.detector import Detector
 from tfuad.detection.restoration import schedule_config
 from tfuad.errors import DatasetError
-from tfuad.training.trainer import prepare_split, split_subjects
+from tfuad.data.splits import prepare_split, split_subjects
 
 __all__ = ["calibrate_run", "healthy_values", "DEFAULT_FPRS", "DEFAULT_LAMBDAS"]
 

@@ -26,9 +26,8 @@ from tfuad.data.nifti import atomic_path
 from tfuad.detection.calibrate import calibrate_run
 from tfuad.detection.detector import Detector
 from tfuad.detection.restoration import schedule_config
-from tfuad.errors import DatasetError
+from tfuad.data.splits import labelled_test_subjects
 from tfuad.training.run import write_json
-from tfuad.training.trainer import split_subjects
 
 __all__ = ["evaluate_run", "labelled_test_subjects", "markdown_table", "TABLE_COLUMNS"]
 
@@ -37,25 +36,6 @@ TABLE_COLUMNS = ("method", "AUROC", "AUPRC", "Dice@p98", "DSC@1%", "DSC@5%", "DS
                  "best Dice (oracle)", "s/slice")
 
 METHOD_LABELS = {"residual": "residual", "map-tv": "MAP-TV", "intensity": "intensity baseline"}
-
-
-def labelled_test_subjects(dataset, log=print) -> list:
-    """The subjects a report scores: the ``test`` split (or, without splits, every
-    subject with a lesion mask), keeping only those with a lesion mask.
-
-    Raises:
-        DatasetError: no labelled test subject.
-    """
-    subjects = split_subjects(dataset, "test") if any(s.split for s in dataset.subjects) else [
-        s for s in dataset.subjects if s.lesion_mask is not None]
-    usable = [s for s in subjects if s.lesion_mask is not None]
-    for s in subjects:
-        if s.lesion_mask is None:
-            log(f"skipping {s.id}: no lesion mask, so it cannot be scored")
-    if not usable:
-        raise DatasetError(dataset.root, "has no labelled test subjects to evaluate "
-                           "(split 'test' with lesion masks, or subjects with lesion masks)")
-    return usable
 
 
 def _fmt(x, digits=3):

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import tfuad
+from tfuad.data.splits import prepare_split, split_subjects
 from tfuad.errors import ConfigError, DatasetError
 from tfuad.training.run import RunDir, write_json
 
-__all__ = ["TrainConfig", "train", "prepare_split", "DEFAULT_NORMALIZATION"]
+__all__ = ["TrainConfig", "train", "DEFAULT_NORMALIZATION"]
 
 #: Intensity normalisation each paper uses: Baur scales to [0, 1], Chen z-scores.
 DEFAULT_NORMALIZATION = {"vae": "zscore", "gmvae": "zscore"}
@@ -60,37 +61,6 @@ class TrainConfig:
 
     def resolved_normalization(self) -> str:
         return self.normalization or DEFAULT_NORMALIZATION.get(self.model, "percentile")
-
-
-def split_subjects(dataset, name):
-    """Subjects of a split; a dataset without splits uses all subjects for training."""
-    if any(s.split for s in dataset.subjects):
-        return [s for s in dataset.subjects if s.split == name]
-    return list(dataset.subjects) if name == "train" else []
-
-
-def prepare_split(subjects, modality, pconfig, stats=None, *, log=print):
-    """Prepare every subject's volume; returns ``(prepared, skipped)`` lists.
-
-    Subjects without a lesion mask that are not known to be healthy cannot
-    provide healthy slices; they are skipped with a message.
-    """
-    from tfuad.data.preprocessing import prepare_volume
-
-    prepared, skipped = [], []
-    for subject in subjects:
-        healthy = getattr(subject, "healthy", False)
-        if subject.lesion_mask is None and not healthy:
-            skipped.append(subject.id)
-            log(f"skipping {subject.id}: no lesion mask, so its healthy slices are unknown")
-            continue
-        prep = prepare_volume(subject.image(modality), pconfig, brain_mask_path=subject.brain_mask,
-                              lesion_mask_path=subject.lesion_mask, stats=stats)
-        if prep.lesion_mask is None:  # a healthy subject: its lesion mask is empty
-            prep.lesion_mask = np.zeros_like(prep.brain_mask)
-            prep.lesion = np.zeros_like(prep.brain)
-        prepared.append(prep)
-    return prepared, skipped
 
 
 def _healthy_slices(prepared, pconfig):
