@@ -8,7 +8,9 @@ Layout::
     RUN_DIR/history.csv          one row of loss terms per epoch
     RUN_DIR/checkpoints/         last epoch's weights + optimiser state (for --resume)
     RUN_DIR/logs/                TensorBoard logs
-    RUN_DIR/calibration.json     thresholds (and λ) written by ``tfuad calibrate``
+    RUN_DIR/calibration-<method>.json   thresholds (and the method's own settings,
+                                 e.g. MAP-TV's λ) written by ``tfuad calibrate``
+    RUN_DIR/<curve>.png          selection curves drawn at calibration (``lambda_curve.png``)
 
 Example:
     >>> run = RunDir("runs/svae")             # doctest: +SKIP
@@ -40,7 +42,26 @@ class RunDir:
     checkpoint_dir = property(lambda self: self.path / "checkpoints")
     state_path = property(lambda self: self.path / "checkpoints" / "state.json")
     log_dir = property(lambda self: self.path / "logs")
-    calibration_path = property(lambda self: self.path / "calibration.json")
+
+    def calibration_path(self, method: str) -> Path:
+        """The calibration file of a scoring method."""
+        return self.path / f"calibration-{method}.json"
+
+    def figure_path(self, name: str) -> Path:
+        """A figure drawn into the run (``name`` is a plain file name)."""
+        if Path(name).name != name or not name.endswith(".png"):
+            raise ConfigError(f"{self.path}: figure name {name!r} is not a plain .png file name")
+        return self.path / name
+
+    def weights_fingerprint(self) -> str:
+        """SHA-256 of ``model.keras``: calibrations store it and are refused once the weights change."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(self.require_model(), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
     def exists(self) -> bool:
         """True when the folder holds a run (a config)."""
