@@ -114,7 +114,8 @@ def main(argv=None):
         dataset = dataset.with_protocol(args.protocol)
     subject = pick_subject(dataset, args.subject)
     detector = Detector(args.model, "map-tv", batch_size=args.batch_size)
-    lam = args.lam if args.lam is not None else detector.lam
+    detector.calibration()
+    lam = args.lam if args.lam is not None else detector.method.lam
     modality = detector.config["data"]["modality"]
     prep = detector.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
                             lesion_mask_path=subject.lesion_mask)

@@ -108,10 +108,9 @@ def _train(row, folder, dataset, args, clock, log):
 
 
 def _calibrate(row, run, dataset, args, clock, log):
-    from tfuad.detection.calibrate import calibrate_run
-    from tfuad.detection.detector import Detector
+    from tfuad.workflows.calibrate import calibrate_run
 
-    if Detector(run.path, row.method).calibration_path().is_file():
+    if run.calibration_path(row.method).is_file():
         return
     log(f"[{row.key}] calibrating {row.method}")
     start = time.perf_counter()
@@ -120,7 +119,7 @@ def _calibrate(row, run, dataset, args, clock, log):
 
 
 def _evaluate(row, run, dataset, out, args, clock, log, tag=""):
-    from tfuad.reports.evaluate import evaluate_run
+    from tfuad.workflows.evaluate import evaluate_run
 
     summary_path = out / "summary.json"
     if summary_path.is_file():
@@ -135,7 +134,7 @@ def _evaluate(row, run, dataset, out, args, clock, log, tag=""):
 
 
 def _table(results, args, title):
-    from tfuad.reports.evaluate import markdown_table
+    from tfuad.reports.tables import markdown_table
 
     lines = [f"# {title}\n", "", markdown_table([dict(r, label=label) for label, r in results]).rstrip(), ""]
     return "\n".join(lines)

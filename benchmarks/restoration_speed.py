@@ -69,7 +69,7 @@ import tensorflow as tf  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 from tensorflow.python.framework import test_util  # noqa: E402
 
-from tfuad.data.nifti import atomic_path  # noqa: E402
+from tfuad.files import atomic_path  # noqa: E402
 from tfuad.detection.restoration import (  # noqa: E402
     SCHEDULES,
     GradientAscent,
@@ -185,7 +185,8 @@ def real_volume(args):
     prep = detector.prepare(subject.image(detector.config["data"]["modality"]), brain_mask_path=subject.brain_mask,
                             lesion_mask_path=subject.lesion_mask)
     about = f"{subject.id} ({detector.config['data']['modality']}), trained {detector.config['model']} of {args.model}"
-    return detector.model, prep.slices, prep.brain, prep.lesion, detector.lam, about
+    detector.calibration()
+    return detector.model, prep.slices, prep.brain, prep.lesion, detector.method.lam, about
 
 
 def timed(fn):

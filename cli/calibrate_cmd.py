@@ -1,20 +1,27 @@
-"""``tfuad calibrate RUN_DIR``: thresholds (and λ) from healthy data."""
+"""``tfuad calibrate RUN_DIR``: thresholds (and each method's own settings) from healthy data."""
 from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import batch_size_option, schedule_options
+from tfuad.cli.options import FPR, batch_size_option, method_option, schedule_options
+
+
+def _numbers(ctx, param, value):
+    """A comma-separated list of numbers, or ``None``."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers", ctx=ctx, param=param) from None
 
 
 def parse_fprs(ctx, param, value):
-    try:
-        fprs = tuple(float(v) for v in str(value).split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers", ctx=ctx, param=param)
-    if not fprs or not all(0 < f < 1 for f in fprs):
-        raise click.BadParameter("FPR limits must lie strictly between 0 and 1, e.g. 0.01,0.05,0.1",
-                                 ctx=ctx, param=param)
-    return fprs
+    """FPR limits: a comma-separated list of numbers strictly between 0 and 1."""
+    fprs = _numbers(ctx, param, value) or ()
+    if not fprs:
+        raise click.BadParameter("give at least one FPR limit, e.g. 0.01,0.05,0.1", ctx=ctx, param=param)
+    return tuple(FPR.convert(f, param, ctx) for f in fprs)
 
 
 @click.command("calibrate")
@@ -23,12 +30,10 @@ def parse_fprs(ctx, param, value):
               help="Dataset with 'calib' (and 'train') subjects: demo layout, manifest with a split column, "
                    "or a folder plus --protocol.")
 @click.option("--protocol", default=None, help="Assign splits from a named protocol (e.g. brats-healthy-slices).")
-@click.option("--method", type=click.Choice(["residual", "map-tv", "intensity", "all"]), default="residual",
-              show_default=True, help="Which detection method to calibrate (all: residual, intensity and, for "
-                                      "models with an ELBO, map-tv).")
+@method_option(multiple=True, default=("residual",), extra=("all",))
 @click.option("--fprs", default="0.01,0.05,0.1", show_default=True, callback=parse_fprs,
               help="FPR limits on healthy brain voxels.")
-@click.option("--lambdas", default=None, metavar="L1,L2,...",
+@click.option("--lambdas", default=None, metavar="L1,L2,...", callback=_numbers,
               help="λ grid of the map-tv ε(λ) search [default: 0.25,0.5,1,2,3,4,5,6,8,12].")
 @click.option("--percentile", default=98.0, show_default=True, help="Percentile threshold on healthy training maps.")
 @schedule_options(default="paper")
@@ -38,8 +43,8 @@ def parse_fprs(ctx, param, value):
 @click.option("--min-component", default=6, show_default=True,
               help="3D connected components smaller than this (voxels) are dropped from segmentations.")
 @batch_size_option
-def command(run_dir, data_path, protocol, method, lambdas, fprs, percentile, schedule, max_steps, median_size, erosion,
-            min_component, batch_size):
+def command(run_dir, data_path, protocol, methods, lambdas, fprs, percentile, schedule, max_steps, median_size,
+            erosion, min_component, batch_size):
     """Calibrate a trained run on healthy data; writes RUN_DIR/calibration-<method>.json.
 
     Thresholds never come from test labels: the 98th percentile of post-processed
@@ -48,36 +53,35 @@ def command(run_dir, data_path, protocol, method, lambdas, fprs, percentile, sch
     voxels stays within it (Chen et al.). For map-tv, λ is chosen first as the
     smallest λ minimising the mean L1 change on healthy calibration slices, and
     the ε(λ) curve is saved as RUN_DIR/lambda_curve.png. The post-processing
-    settings are stored with the calibration and reused by detect and evaluate.
+    settings and a fingerprint of the weights are stored with the calibration:
+    detect, evaluate and export reuse the settings and refuse a calibration made
+    for other weights. --method is repeatable; 'all' takes every method that
+    suits the model.
+
+    \b
+    Example:
+      tfuad calibrate runs/svae --data demo_data --method residual --method intensity
     """
     from tfuad.data.layouts import discover
-    from tfuad.detection.calibrate import calibrate_run
+    from tfuad.detection.methods import methods_for
+    from tfuad.files import ensure_writable_dir
+    from tfuad.postprocessing.filters import PostprocessConfig
     from tfuad.training.run import RunDir
+    from tfuad.workflows.calibrate import calibrate_run
 
+    run = RunDir(run_dir)
+    ensure_writable_dir(run.path)
     dataset = discover(data_path)
     if protocol:
         dataset = dataset.with_protocol(protocol)
-    from tfuad.postprocessing.filters import PostprocessConfig
-
     postprocess = PostprocessConfig(median_size=median_size, erosion_iterations=erosion,
                                     min_component_size=min_component)
-    extra = {}
-    if lambdas:
-        try:
-            extra["lambdas"] = tuple(float(v) for v in lambdas.split(",") if v.strip())
-        except ValueError:
-            raise click.BadParameter(f"{lambdas!r} is not a comma-separated list of numbers",
-                                     param_hint="--lambdas") from None
-    methods = [method]
-    if method == "all":
-        from tfuad.models import model_class
-
-        elbo = model_class(RunDir(run_dir).config()["model"]).has_elbo
-        methods = ["residual", "intensity"] + (["map-tv"] if elbo else [])
-    for m in methods:
-        cal = calibrate_run(run_dir, dataset, method=m, fprs=fprs, percentile=percentile, schedule=schedule,
-                            max_steps=max_steps, batch_size=batch_size, postprocess=postprocess, log=click.echo,
-                            **extra)
+    if "all" in methods:
+        methods = methods_for(run.load_model())
+    for method in dict.fromkeys(methods):
+        cal = calibrate_run(run.path, dataset, method=method, fprs=fprs, percentile=percentile, schedule=schedule,
+                            max_steps=max_steps, lambdas=lambdas, batch_size=batch_size, postprocess=postprocess,
+                            log=click.echo)
         values = ", ".join(f"{k}={v:.4g}" for k, v in cal.thresholds.items())
         lam = f", lambda={cal.extra['lambda']:g}" if "lambda" in cal.extra else ""
-        click.echo(f"{m}: {values}{lam} ({cal.n_voxels} healthy calibration voxels)")
+        click.echo(f"{method}: {values}{lam} ({cal.n_voxels} healthy calibration voxels)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import batch_size_option, schedule_options
+from tfuad.cli.options import batch_size_option, method_option, schedule_options
 
 
 @click.command("evaluate")
@@ -15,8 +15,7 @@ from tfuad.cli.options import batch_size_option, schedule_options
 @click.option("--modality", default=None,
               help="Must match the modality the model was trained on [default: the model's].")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
-@click.option("--method", "methods", multiple=True, type=click.Choice(["residual", "map-tv", "intensity"]),
-              help="Method(s) to score (repeatable) [default: residual]. The intensity baseline row is always added.")
+@method_option(multiple=True, default=("residual",))
 @schedule_options()
 @batch_size_option
 def command(run_dir, data_path, protocol, modality, out_dir, methods, schedule, max_steps, batch_size):
@@ -30,23 +29,21 @@ def command(run_dir, data_path, protocol, modality, out_dir, methods, schedule, 
     pool the brain voxels of all test subjects; "best Dice" picks the threshold
     with the test labels and is reported for comparison with the literature only.
 
+    Evaluation never calibrates and writes only into OUT: the intensity baseline
+    row is added when the run is calibrated for it, and a method the run is not
+    calibrated for is named and left out.
+
     \b
     Example:
       tfuad evaluate --model runs/svae --data demo_data --out report
     """
     from tfuad.data.layouts import discover
-    from tfuad.errors import ConfigError
-    from tfuad.reports.evaluate import evaluate_run
-    from tfuad.training.run import RunDir
+    from tfuad.reports.tables import markdown_table
+    from tfuad.workflows.evaluate import evaluate_run
 
-    trained = RunDir(run_dir).config()["data"]["modality"]
-    if modality and modality.lower() != trained:
-        raise ConfigError(f"{run_dir}: model was trained on {trained!r}, not {modality!r}")
     dataset = discover(data_path)
     if protocol:
         dataset = dataset.with_protocol(protocol)
-    summary = evaluate_run(run_dir, dataset, out_dir, methods=methods or ("residual",), schedule=schedule,
-                           max_steps=max_steps, batch_size=batch_size, log=click.echo)
-    from tfuad.reports.evaluate import markdown_table
-
+    summary = evaluate_run(run_dir, dataset, out_dir, methods=methods, modality=modality, batch_size=batch_size,
+                           schedule=schedule, max_steps=max_steps, log=click.echo)
     click.echo(markdown_table(summary["methods"]))

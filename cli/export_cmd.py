@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import schedule_options
+from tfuad.cli.options import FPR, method_option, schedule_options
 
 
 @click.command("export")
@@ -13,9 +13,8 @@ from tfuad.cli.options import schedule_options
 @click.option("--name", default=None, help="Model name [default: the run folder's name].")
 @click.option("--version", "version", type=click.IntRange(min=1), default=None,
               help="Version number [default: 1 + the highest existing version]. Never overwritten.")
-@click.option("--method", type=click.Choice(["residual", "map-tv"]), default="residual", show_default=True,
-              help="Map of the serving_default signature: |x - reconstruction| or |y - MAP-TV restoration|.")
-@click.option("--fpr", type=float, default=0.05, show_default=True,
+@method_option(exportable=True)
+@click.option("--fpr", type=FPR, default=0.05, show_default=True,
               help="Calibrated FPR limit whose slice-level threshold makes the 'mask' output.")
 @click.option("--lam", type=float, default=None,
               help="Lambda of the 'restore' signature [default: the map-tv calibration's; without either, "

@@ -1,9 +1,48 @@
 """Command-line options shared by several ``tfuad`` commands."""
 from __future__ import annotations
 
+import math
+
 import click
 
-__all__ = ["schedule_options", "batch_size_option"]
+__all__ = ["schedule_options", "batch_size_option", "method_option", "FPR"]
+
+
+class _Fraction(click.ParamType):
+    """A finite number strictly between 0 and 1 (an FPR limit)."""
+
+    name = "fraction"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not 0.0 < number < 1.0:
+            self.fail(f"{value!r} is not an FPR limit: give a number strictly between 0 and 1, e.g. 0.05", param, ctx)
+        return number
+
+
+#: The parameter type of FPR limits.
+FPR = _Fraction()
+
+
+def method_option(*, multiple: bool = False, default="residual", exportable: bool = False, extra=()):
+    """``--method``: a scoring method, with the choices and their summaries taken from the registry.
+
+    Args:
+        multiple: Repeatable option.
+        default: Default method name(s).
+        exportable: Offer only the methods a SavedModel can serve.
+        extra: More choices (e.g. ``"all"``).
+    """
+    from tfuad.detection.methods import METHODS
+
+    names = [n for n, cls in METHODS.items() if not exportable or cls.needs is not None]
+    described = "; ".join(f"{n}: {METHODS[n].summary}" for n in names)
+    return click.option("--method", "methods" if multiple else "method", multiple=multiple,
+                        type=click.Choice([*names, *extra]), default=default, show_default=True,
+                        help=f"Scoring method{' (repeatable)' if multiple else ''}. {described}.")
 
 
 def schedule_options(default=None):

@@ -15,8 +15,7 @@ The brain region of a slice is where it differs from the preprocessing
 background value: the client sends nothing but the slices.
 
 Example:
-    >>> fns = signature_functions(model, method="residual", background=0.0,
-    ...                           threshold=0.8)                          # doctest: +SKIP
+    >>> fns = signature_functions(ResidualMethod(model), threshold=0.8)   # doctest: +SKIP
     >>> fns["serving_default"](slices)["mask"]                            # doctest: +SKIP
 """
 from __future__ import annotations
@@ -26,7 +25,6 @@ import tensorflow as tf
 from tfuad.errors import ConfigError
 
 __all__ = [
-    "EXPORT_METHODS",
     "INPUT_NAME",
     "SIGNATURE_OUTPUTS",
     "validate_slices",
@@ -34,8 +32,6 @@ __all__ = [
     "signature_functions",
 ]
 
-#: Methods whose slice maps ``serving_default`` can compute.
-EXPORT_METHODS = ("residual", "map-tv")
 #: Name of the single input of every signature.
 INPUT_NAME = "slices"
 #: Output names of each signature, in the order documented in ``export/README.md``.
@@ -75,27 +71,23 @@ def brain_region(slices, background: float):
     return tf.not_equal(slices, tf.constant(background, slices.dtype))
 
 
-def signature_functions(model, *, method: str, background: float, threshold: float, restorer=None) -> dict:
+def signature_functions(method, *, threshold: float, restoration=None) -> dict:
     """The Python functions of the serving signatures (trace them with an input spec).
 
     Args:
-        model: A tfuad model (:class:`~tfuad.models.base.AnomalyModel`).
-        method: ``"residual"`` (``|x − x̂|``) or ``"map-tv"`` (``|y − x̂|`` of
-            the restoration) for ``serving_default``.
-        background: Preprocessing background value; pixels equal to it are
-            outside the brain.
+        method: The :class:`~tfuad.detection.methods.base.ScoringMethod` of ``serving_default``,
+            configured from its calibration; its model gives ``reconstruct``.
         threshold: Slice-level threshold of ``serving_default``'s ``mask``.
-        restorer: A :class:`~tfuad.detection.restoration.Restorer` of
-            ``model``; adds the ``restore`` signature (required for ``map-tv``).
+        restoration: A configured MAP-TV method of the same model; adds the ``restore`` signature.
 
     Returns:
         ``{signature name: function(slices) -> {output name: tensor}}``.
     """
-    if method not in EXPORT_METHODS:
-        raise ConfigError(f"cannot export method {method!r}; choose one of: {', '.join(EXPORT_METHODS)}")
-    if method == "map-tv" and restorer is None:
-        raise ConfigError("exporting the map-tv method needs a Restorer")
+    model = method.model
+    if model is None:
+        raise ConfigError(f"cannot export method {method.name!r}: it uses no model")
     slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
+    background = method.background
     threshold = float(threshold)
 
     def reconstruct(slices):
@@ -104,20 +96,17 @@ def signature_functions(model, *, method: str, background: float, threshold: flo
 
     def restore(slices):
         slices = validate_slices(slices, slice_shape)
-        restored = restorer.restore_tensor(slices, brain_region(slices, background))
-        return {"restoration": restored, "lesion_map": tf.abs(slices - restored)}
+        lesion_map, restored = restoration.graph_maps(slices, brain_region(slices, background))
+        return {"restoration": restored, "lesion_map": lesion_map}
 
     def serving_default(slices):
         slices = validate_slices(slices, slice_shape)
         brain = brain_region(slices, background)
-        if method == "residual":
-            estimate = model.reconstruct(slices, training=False)
-        else:
-            estimate = restorer.restore_tensor(slices, brain)
-        anomaly = tf.where(brain, tf.abs(slices - estimate), tf.zeros_like(slices))
+        maps, _ = method.graph_maps(slices, brain)
+        anomaly = tf.where(brain, maps, tf.zeros_like(maps))
         return {"anomaly_map": anomaly, "mask": anomaly > threshold}
 
     functions = {"serving_default": serving_default, "reconstruct": reconstruct}
-    if restorer is not None:
+    if restoration is not None:
         functions["restore"] = restore
     return functions

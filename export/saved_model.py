@@ -28,13 +28,14 @@ import keras
 import tensorflow as tf
 
 import tfuad
-from tfuad.detection.detector import Detector
-from tfuad.detection.restoration import Restorer, calibrated_schedule, get_schedule, schedule_config
+from tfuad.detection.restoration import get_schedule
 from tfuad.errors import ConfigError
-from tfuad.export.graph import EXPORT_METHODS, INPUT_NAME, SIGNATURE_OUTPUTS, signature_functions
+from tfuad.export.graph import INPUT_NAME, SIGNATURE_OUTPUTS, signature_functions
 from tfuad.export.warmup import WARMUP_FILE, serving_apis, warmup_slices, write_warmup_requests
-from tfuad.postprocessing.thresholds import Calibration, fpr_key
-from tfuad.training.run import RunDir, write_json
+from tfuad.files import ensure_writable_dir, write_json
+from tfuad.postprocessing.thresholds import fpr_key
+from tfuad.training.run import RunDir
+from tfuad.workflows.export import EXPORT_METHODS, ExportPlan, export_plan
 
 __all__ = [
     "EXPORT_METHODS",
@@ -109,35 +110,15 @@ def _check_fpr(fpr) -> str:
         raise ConfigError(str(err)) from None
 
 
-def _slice_thresholds(calibration, path) -> dict:
-    thresholds = calibration.extra.get("slice_thresholds")
-    if not thresholds:
-        raise ConfigError(f"{path}: has no slice-level thresholds (extra.slice_thresholds) for the serving "
-                          "graph; run tfuad calibrate again")
-    return {str(k): float(v) for k, v in thresholds.items()}
-
-
-def _restoration_settings(method, tv_calibration, lam, schedule, max_steps=None, source=None):
-    """λ and schedule of the ``restore`` signature, or ``(None, None)`` when it is not exported."""
-    calibrated_lam = None if tv_calibration is None else float(tv_calibration.extra["lambda"])
-    calibrated = None if tv_calibration is None else tv_calibration.extra.get("schedule", "paper")
-    if method == "map-tv":
-        if lam is not None and float(lam) != calibrated_lam:
-            raise ConfigError(f"the map-tv thresholds were calibrated with lambda={calibrated_lam:g}; "
-                              f"--lam {float(lam):g} would make them wrong (calibrate again with it)")
-        schedule = calibrated_schedule(schedule, max_steps, calibrated, source=source)
-    lam = calibrated_lam if lam is None else float(lam)
-    if lam is None:
-        return None, None
-    return lam, get_schedule(schedule if schedule is not None else (calibrated or "paper"), max_steps)
-
-
-def _metadata(name, version, method, detector, calibration, fpr, thresholds, restorer, signatures):
+def _metadata(name: str, version: int, plan: ExportPlan, signatures: dict) -> dict:
+    detector = plan.detector
     config, pconfig, model = detector.config, detector.pconfig, detector.model
+    calibration = detector.calibration()
     restore = None
-    if restorer is not None:
-        settings = schedule_config(restorer.schedule)
-        restore = {"lambda": restorer.lam, "schedule": settings.pop("name"), "schedule_settings": settings}
+    if plan.restoration is not None:
+        settings = plan.restoration.settings()
+        schedule = dict(settings["schedule"])
+        restore = {"lambda": plan.restoration.lam, "schedule": schedule.pop("name"), "schedule_settings": schedule}
     return {
         "format": "tfuad-serving",
         "format_version": 1,
@@ -154,10 +135,10 @@ def _metadata(name, version, method, detector, calibration, fpr, thresholds, res
         "background_value": pconfig.background_value,
         "intensity_stats": dict(detector.stats),
         "brain_region": "pixels whose value differs from background_value",
-        "method": method,
-        "fpr": fpr,
-        "slice_threshold": thresholds[fpr_key(fpr)],
-        "slice_thresholds": thresholds,
+        "method": detector.name,
+        "fpr": plan.fpr,
+        "slice_threshold": plan.threshold,
+        "slice_thresholds": plan.slice_thresholds,
         "restore": restore,
         "signatures": signatures,
         "postprocessing": "none: the 3D post-processing of tfuad detect (median filter, brain-mask erosion, "
@@ -217,30 +198,23 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
     run = RunDir(run_dir)
     run.config()
     name = _check_name(name if name is not None else run.path.resolve().name)
-    model_dir = Path(export_base) / name
+    model_dir = ensure_writable_dir(export_base) / name
     version = next_version(model_dir) if version is None else _check_version(version)
     final = model_dir / str(version)
     if final.exists():
         raise ConfigError(f"{final}: version {version} of model {name!r} exists already; versions are never "
                           f"overwritten (leave out --version to write version {next_version(model_dir)})")
 
-    detector = Detector(run.path, method)
-    calibration = detector.calibration()
-    thresholds = _slice_thresholds(calibration, detector.calibration_path())
-    if _check_fpr(fpr) not in thresholds:
-        raise ConfigError(f"FPR limit {fpr:g} has no slice-level threshold in {detector.calibration_path()}; "
-                          f"calibrated: {', '.join(sorted(thresholds))}")
-    tv_path = detector.calibration_path("map-tv")
-    tv_calibration = Calibration.from_json(tv_path) if tv_path.is_file() else None
-    lam, schedule = _restoration_settings(method, tv_calibration, lam, schedule, max_steps, source=tv_path)
-    model = detector.model
-    restorer = None if lam is None else Restorer(model, lam=lam, schedule=schedule)
+    plan = export_plan(run.path, method=method, fpr=fpr, lam=lam, schedule=schedule, max_steps=max_steps)
+    model = plan.detector.model
+    for scoring in (plan.detector.method, plan.restoration):
+        if scoring is not None:
+            scoring.build()  # compiled loops built before tracing, reused by the signatures
     slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
-    background = detector.pconfig.background_value
-    functions = signature_functions(model, method=method, background=background,
-                                    threshold=thresholds[fpr_key(fpr)], restorer=restorer)
+    functions = signature_functions(plan.detector.method, threshold=plan.threshold, restoration=plan.restoration)
     signatures = {key: {"inputs": [INPUT_NAME], "outputs": list(SIGNATURE_OUTPUTS[key])} for key in functions}
-    metadata = _metadata(name, version, method, detector, calibration, fpr, thresholds, restorer, signatures)
+    metadata = _metadata(name, version, plan, signatures)
+    background = plan.detector.pconfig.background_value
 
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".{version}.{uuid.uuid4().hex}.tmp"  # not numeric: servers ignore it

@@ -31,7 +31,8 @@ TINY_SAE = ("-O", "base_filters=8", "-O", "max_filters=16")
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, demo_data):
-    """A spatial AE trained for two short epochs on the demo data, calibrated for residual maps."""
+    """A spatial AE trained for two short epochs on the demo data, calibrated for residual maps and
+    the intensity baseline."""
     from click.testing import CliRunner
 
     from tfuad.cli.main import main
@@ -41,6 +42,7 @@ def trained_run(tmp_path_factory, demo_data):
     result = runner.invoke(main, ["train", "sae", "--data", str(demo_data), "--out", str(run), "--epochs", "2",
                                   "--image-size", "64", "--batch-size", "16", *TINY_SAE])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(main, ["calibrate", str(run), "--data", str(demo_data)])
+    result = runner.invoke(main, ["calibrate", str(run), "--data", str(demo_data), "--method", "residual",
+                                  "--method", "intensity"])
     assert result.exit_code == 0, result.output
     return run

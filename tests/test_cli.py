@@ -66,7 +66,7 @@ def test_detect_rejects_4d_input(tmp_path, trained_run):
     result = _run("detect", bad, "--model", trained_run, "--out", tmp_path / "out")
     assert result.exit_code == 1
     assert f"Error: {bad}: 4D image" in result.output
-    assert not (tmp_path / "out" / "bold_lesions.nii.gz").exists()
+    assert not (tmp_path / "out" / "bold").exists()
 
 
 @pytest.mark.parametrize("model", ["dae", "dvae", "sae", "svae", "saegan", "anovaegan", "anogan"])

@@ -52,16 +52,19 @@ def test_detect_writes_maps_that_overlay_the_input(tmp_path, trained_run, demo_d
     out = tmp_path / "det"
     _run("detect", image, "--model", trained_run, "--out", out, "--fpr", 0.05)
     src = nib.load(image)
+    sid = f"{subject.id}_flair"  # a file's subject id is its name without extension
     for name in ("anomaly", "lesions"):
-        img = nib.load(out / f"{subject.id}_flair_{name}.nii.gz")
+        img = nib.load(out / sid / f"{sid}_{name}.nii.gz")
         assert img.shape == src.shape
         np.testing.assert_allclose(img.affine, src.affine, atol=1e-6)
-    lesions = nib.load(out / f"{subject.id}_flair_lesions.nii.gz").get_fdata()
-    anomaly = nib.load(out / f"{subject.id}_flair_anomaly.nii.gz").get_fdata()
+    lesions = nib.load(out / sid / f"{sid}_lesions.nii.gz").get_fdata()
+    anomaly = nib.load(out / sid / f"{sid}_anomaly.nii.gz").get_fdata()
     assert set(np.unique(lesions)) <= {0.0, 1.0}
     brain = brain_mask_from_image(src.get_fdata())  # what detect uses without --brain-mask
     assert anomaly[brain].any() and not anomaly[~brain].any()  # nothing outside the brain
-    assert (out / f"{subject.id}_flair_overview.png").stat().st_size > 1000
+    assert (out / sid / f"{sid}_overview.png").stat().st_size > 1000
+    record = json.loads((out / sid / "detection.json").read_text())
+    assert record["lesion_voxels"] == int(lesions.sum()) and record["input"] == str(image.resolve())
     assert nib.load(image).get_fdata().std() > 0  # the input is untouched
 
 

@@ -88,7 +88,7 @@ def _map_tv_calibration(run, demo_data):
     from tfuad.detection.detector import Detector
     from tfuad.postprocessing.thresholds import calibrate, fpr_key, fpr_thresholds
 
-    detector = Detector(run, "map-tv", schedule="fast", lam=1.0)
+    detector = Detector(run, "map-tv", schedule="fast", lam=1.0, calibrated=False)
     subject = next(s for s in discover(demo_data) if s.split == "calib")
     assert subject.healthy
     prep = detector.prepare(subject.image("flair"), brain_mask_path=subject.brain_mask)
@@ -98,8 +98,8 @@ def _map_tv_calibration(run, demo_data):
     values = detector.slice_maps(slices, brain)[0][brain]
     slice_thresholds = {fpr_key(f): t for f, t in fpr_thresholds(values, (FPR,)).items()}
     calibrate(values, method="map-tv", fprs=(FPR,), postprocess=detector.postprocess.to_dict(),
-              extra={"lambda": 1.0, "schedule": "fast", "slice_thresholds": slice_thresholds}
-              ).to_json(detector.calibration_path())
+              extra={"lambda": 1.0, "schedule": "fast", "slice_thresholds": slice_thresholds},
+              weights=detector.run.weights_fingerprint()).to_json(detector.calibration_path)
 
 
 @pytest.fixture(scope="module")

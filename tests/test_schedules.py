@@ -72,20 +72,22 @@ def test_calibration_stores_the_schedule_and_detection_reuses_it(map_tv_run, dem
 
     stored = json.loads((map_tv_run / "calibration-map-tv.json").read_text())["extra"]["schedule"]
     assert stored == schedule_config(AdamAscent(max_steps=2))
-    assert Detector(map_tv_run, "map-tv").schedule == AdamAscent(max_steps=2)
+    detector = Detector(map_tv_run, "map-tv")
+    detector.calibration()
+    assert detector.method.schedule == AdamAscent(max_steps=2)
 
     image = next(s for s in discover(demo_data) if s.split == "test").image("flair")
     ok = CliRunner().invoke(main, ["detect", str(image), "--model", str(map_tv_run), "--method", "map-tv",
                                    "--out", str(tmp_path / "ok")])
     assert ok.exit_code == 0, ok.output
-    assert len(list((tmp_path / "ok").glob("*_lesions.nii.gz"))) == 1
+    assert len(list((tmp_path / "ok").rglob("*_lesions.nii.gz"))) == 1
 
     for extra in (["--max-steps", "3"], ["--schedule", "paper"]):
         bad = CliRunner().invoke(main, ["detect", str(image), "--model", str(map_tv_run), "--method", "map-tv",
                                         "--out", str(tmp_path / "bad"), *extra])
         assert bad.exit_code != 0
         assert "calibration-map-tv.json" in bad.output and "at most 2 steps" in bad.output, bad.output
-        assert not list((tmp_path / "bad").glob("*.nii.gz"))
+        assert not list((tmp_path / "bad").rglob("*.nii.gz"))
 
 
 def test_cli_rejects_a_step_limit_below_one(map_tv_run, demo_data):

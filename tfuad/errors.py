@@ -54,5 +54,9 @@ class DatasetError(DataError):
     """A dataset folder or manifest cannot be used as asked."""
 
 
+class ArrayError(TfuadError, ValueError):
+    """An array or value given to a compute function is unusable (shape, dtype, range, NaN)."""
+
+
 class ConfigError(TfuadError, ValueError):
     """An unknown model name, option value or an inconsistent run directory."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tfuad.errors import ConfigError
 
-__all__ = ["atomic_path", "write_json", "read_json"]
+__all__ = ["atomic_path", "write_json", "read_json", "check_name", "ensure_writable_dir"]
 
 
 @contextlib.contextmanager
@@ -62,6 +62,46 @@ def read_json(path):
         raise ConfigError(f"{path}: no such file") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
+
+
+def check_name(name, what: str = "name") -> str:
+    """``name`` if it can be a file or folder name inside an output folder.
+
+    Ids from manifests, records or user input become file names only through
+    this check: no path separator, no ``..``, not absolute, not empty, no
+    leading dot (hidden and temporary names are tfuad's own).
+
+    Raises:
+        ConfigError: naming ``what`` and the offending value.
+
+    Example:
+        >>> check_name("sub-01")
+        'sub-01'
+    """
+    text = str(name)
+    if (not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text
+            or "\0" in text or os.path.isabs(text)):
+        raise ConfigError(f"{what} {text!r} cannot be a file name: use no path separators, no leading dot, no '..'")
+    return text
+
+
+def ensure_writable_dir(path) -> Path:
+    """Create ``path`` (and parents) and check that files can be written in it, before any work.
+
+    Raises:
+        ConfigError: the path is a file, or cannot be created or written (one line naming it).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tfuad-write-test.", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot write here ({err.strerror or err})") from None
+    return path
 
 
 def _jsonable(obj):

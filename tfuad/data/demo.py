@@ -37,7 +37,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from tfuad.data.layouts import DEMO_MARKER_NAME, MANIFEST_NAME, read_manifest
-from tfuad.data.nifti import atomic_path, load_mask, load_volume, save_volume
+from tfuad.data.nifti import load_mask, load_volume, save_volume
+from tfuad.files import atomic_path
 from tfuad.errors import ConfigError, DatasetError
 
 __all__ = [
@@ -527,7 +528,7 @@ def render_demo_overview(manifest_path, out_png, *, n_lesioned: int = 2) -> Path
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from tfuad.reports.figures import axial_to_display, save_figure
+    from tfuad.canvas import DPI, axial_to_display, save_figure
 
     path = Path(manifest_path)
     dataset = read_manifest(path / MANIFEST_NAME if path.is_dir() else path)
@@ -547,7 +548,7 @@ def render_demo_overview(manifest_path, out_png, *, n_lesioned: int = 2) -> Path
         volumes = [load_volume(subject.image(m)) for m in MODALITIES]
         z = rows[0][3] if rows else volumes[0].shape[2] // 2
         rows.insert(0, (f"{subject.id} (healthy)", volumes, None, z))
-    figure = Figure(figsize=(3 * 2.4, len(rows) * 2.75), dpi=100)
+    figure = Figure(figsize=(3 * 2.4, len(rows) * 2.75), dpi=DPI)
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(rows), len(MODALITIES), squeeze=False)
     for r, (title, volumes, mask, z) in enumerate(rows):

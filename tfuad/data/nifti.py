@@ -21,6 +21,7 @@ import numpy as np
 from nibabel import orientations as nio
 
 from tfuad.errors import (
+    ArrayError,
     CorruptFileError,
     DimensionError,
     EmptyMaskError,
@@ -35,7 +36,6 @@ __all__ = [
     "load_mask",
     "save_like",
     "save_volume",
-    "atomic_path",
     "check_same_grid",
     "AFFINE_ATOL",
 ]
@@ -78,7 +78,7 @@ class Volume:
         """Map an array on this volume's canonical grid back to the file's voxel order."""
         array = np.asarray(array)
         if array.shape[:3] != self.data.shape:
-            raise ValueError(f"array of shape {array.shape} is not on the grid {self.data.shape}")
+            raise ArrayError(f"array of shape {array.shape} is not on the grid {self.data.shape}")
         back = nio.ornt_transform(nio.axcodes2ornt(("R", "A", "S")), nio.io_orientation(self.native_affine))
         return nio.apply_orientation(array, back)
 

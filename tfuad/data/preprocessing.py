@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from tfuad.data.nifti import Volume, load_mask, load_volume
 from tfuad.data.standardize import HistogramStandardizer
-from tfuad.errors import ConfigError, DataError, EmptyMaskError, MissingModalityError
+from tfuad.errors import ArrayError, ConfigError, DataError, EmptyMaskError, MissingModalityError
 
 __all__ = [
     "PreprocessConfig",
@@ -195,7 +195,7 @@ def brain_mask_from_image(data) -> np.ndarray:
     """
     data = np.asarray(data)
     if data.ndim != 3:
-        raise ValueError(f"expected a 3D volume, got shape {data.shape}")
+        raise ArrayError(f"expected a 3D volume, got shape {data.shape}")
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[:, :, 1] = ndimage.generate_binary_structure(2, 1)  # in-plane connectivity only
     return ndimage.binary_fill_holes(data != 0, structure=structure)
@@ -206,7 +206,7 @@ def _brain_voxels(data, mask) -> np.ndarray:
     data = np.asarray(getattr(data, "data", data))
     mask = np.asarray(mask, dtype=bool)
     if data.shape != mask.shape:
-        raise ValueError(f"image shape {data.shape} and brain mask shape {mask.shape} differ")
+        raise ArrayError(f"image shape {data.shape} and brain mask shape {mask.shape} differ")
     if not mask.any():
         raise EmptyMaskError(path, "brain mask has no non-zero voxel")
     return data[mask]
@@ -245,7 +245,7 @@ def fit_intensity_stats(volumes, masks, config: PreprocessConfig) -> dict:
         return {}
     pairs = list(zip(volumes, masks, strict=True))
     if not pairs:
-        raise ValueError("fit_intensity_stats needs at least one volume")
+        raise ArrayError("fit_intensity_stats needs at least one volume")
     stats, standardizer = {}, None
     if config.standardize:
         standardizer = HistogramStandardizer.fit([v for v, _ in pairs], [m for _, m in pairs])
@@ -263,7 +263,7 @@ def fit_intensity_stats(volumes, masks, config: PreprocessConfig) -> dict:
     mean = total / n
     std = float(np.sqrt(max(total_sq / n - mean * mean, 0.0)))
     if not std > 0:
-        raise ValueError("brain intensities are constant: cannot fit a standard deviation")
+        raise ArrayError("brain intensities are constant: cannot fit a standard deviation")
     return {"mean": mean, "std": std, **stats}
 
 
@@ -317,7 +317,7 @@ def normalize_intensity(data, brain_mask, config: PreprocessConfig, stats: dict 
 
 def _check_order(order: int) -> int:
     if order not in range(6):
-        raise ValueError(f"interpolation order must be 0..5, got {order!r}")
+        raise ArrayError(f"interpolation order must be 0..5, got {order!r}")
     return int(order)
 
 
@@ -372,17 +372,17 @@ class SliceGeometry:
         self.box = tuple(int(b) for b in self.box)
         self.side, self.image_size = int(self.side), int(self.image_size)
         if len(self.volume_shape) != 3 or min(self.volume_shape) < 1:
-            raise ValueError(f"volume_shape must be 3 positive sizes, got {self.volume_shape}")
+            raise ArrayError(f"volume_shape must be 3 positive sizes, got {self.volume_shape}")
         if len(self.box) != 4:
-            raise ValueError(f"box must be (x0, x1, y0, y1), got {self.box}")
+            raise ArrayError(f"box must be (x0, x1, y0, y1), got {self.box}")
         x0, x1, y0, y1 = self.box
         nx, ny, _ = self.volume_shape
         if not (0 <= x0 < x1 <= nx and 0 <= y0 < y1 <= ny):
-            raise ValueError(f"box {self.box} does not fit in the volume {self.volume_shape}")
+            raise ArrayError(f"box {self.box} does not fit in the volume {self.volume_shape}")
         if self.side < max(x1 - x0, y1 - y0):
-            raise ValueError(f"side {self.side} is smaller than the box {self.box}")
+            raise ArrayError(f"side {self.side} is smaller than the box {self.box}")
         if self.image_size < 1:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
+            raise ArrayError(f"image_size must be positive, got {self.image_size}")
 
     @classmethod
     def from_mask(cls, brain_mask_3d, image_size: int, crop_margin: int = 0) -> "SliceGeometry":
@@ -398,9 +398,9 @@ class SliceGeometry:
         """
         mask = np.asarray(brain_mask_3d, dtype=bool)
         if mask.ndim != 3:
-            raise ValueError(f"expected a 3D mask, got shape {mask.shape}")
+            raise ArrayError(f"expected a 3D mask, got shape {mask.shape}")
         if int(crop_margin) < 0:
-            raise ValueError(f"crop_margin must be >= 0, got {crop_margin}")
+            raise ArrayError(f"crop_margin must be >= 0, got {crop_margin}")
         if not mask.any():
             raise EmptyMaskError(None, "brain mask has no non-zero voxel")
         xs = np.flatnonzero(mask.any(axis=(1, 2)))
@@ -462,7 +462,7 @@ class SliceGeometry:
         order = _check_order(order)
         volume3d = np.asarray(volume3d)
         if volume3d.shape != self.volume_shape:
-            raise ValueError(f"volume of shape {volume3d.shape} is not on the grid {self.volume_shape}")
+            raise ArrayError(f"volume of shape {volume3d.shape} is not on the grid {self.volume_shape}")
         is_bool = volume3d.dtype == bool
         x0, x1, y0, y1 = self.box
         # (x, y, z) -> (z, row, col) with row = y descending (anterior up), col = x.
@@ -495,7 +495,7 @@ class SliceGeometry:
             slices = slices[..., 0]
         expected = (self.n_slices, self.image_size, self.image_size)
         if slices.shape != expected:
-            raise ValueError(f"slices of shape {slices.shape} do not match the geometry {expected}")
+            raise ArrayError(f"slices of shape {slices.shape} do not match the geometry {expected}")
         is_bool = slices.dtype == bool
         square = _resize_planes(slices.astype(np.uint8) if is_bool else slices, self.side,
                                 0 if is_bool else order)
@@ -525,9 +525,9 @@ def healthy_slice_indices(lesion_mask_3d, margin: int) -> np.ndarray:
     """
     lesion = np.asarray(lesion_mask_3d, dtype=bool)
     if lesion.ndim != 3:
-        raise ValueError(f"expected a 3D lesion mask, got shape {lesion.shape}")
+        raise ArrayError(f"expected a 3D lesion mask, got shape {lesion.shape}")
     if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
-        raise ValueError(f"margin must be an integer >= 0, got {margin!r}")
+        raise ArrayError(f"margin must be an integer >= 0, got {margin!r}")
     has_lesion = lesion.any(axis=(0, 1))
     near = ndimage.binary_dilation(has_lesion, structure=np.ones(2 * int(margin) + 1, bool)) \
         if margin else has_lesion

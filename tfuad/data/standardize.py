@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfuad.errors import ConfigError, DataError, EmptyMaskError
+from tfuad.errors import ArrayError, ConfigError, DataError, EmptyMaskError
 from tfuad.files import read_json, write_json
 
 __all__ = ["DEFAULT_LANDMARKS", "landmarks", "piecewise_linear", "HistogramStandardizer"]
@@ -116,7 +116,7 @@ def piecewise_linear(values, source, target) -> np.ndarray:
     source = np.asarray(source, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     if source.shape != target.shape or source.ndim != 1 or source.size < 2:
-        raise ValueError(f"source and target must be 1D of equal length >= 2, got {source.shape}, {target.shape}")
+        raise ArrayError(f"source and target must be 1D of equal length >= 2, got {source.shape}, {target.shape}")
     values = np.asarray(values, dtype=np.float64)
     out = np.interp(values, source, target)
     lo_slope = (target[1] - target[0]) / (source[1] - source[0])
@@ -184,9 +184,9 @@ class HistogramStandardizer:
         volumes = list(volumes)
         masks = [None] * len(volumes) if masks is None else list(masks)
         if not volumes:
-            raise ValueError("HistogramStandardizer.fit needs at least one volume")
+            raise ArrayError("HistogramStandardizer.fit needs at least one volume")
         if len(masks) != len(volumes):
-            raise ValueError(f"{len(volumes)} volumes but {len(masks)} masks")
+            raise ArrayError(f"{len(volumes)} volumes but {len(masks)} masks")
         mapped = []
         for volume, mask in zip(volumes, masks):
             marks = landmarks(_voxels(volume, mask), p)

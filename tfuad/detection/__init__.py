@@ -1,1 +1,3 @@
-"""Anomaly maps: reconstruction residuals and MAP-TV restoration."""
+"""Anomaly maps: scoring methods (:mod:`~tfuad.detection.methods`), their engines (reconstruction
+residuals in :mod:`~tfuad.detection.residual`, MAP-TV restoration in
+:mod:`~tfuad.detection.restoration`) and whole volumes (:mod:`~tfuad.detection.detector`)."""

@@ -1,36 +1,32 @@
-"""Whole volumes in, anomaly maps out: one object per trained run and method.
+"""Whole volumes in, anomaly maps out: one object per trained run and scoring method.
 
-Methods:
-
-* ``residual``  |x − x̂| of the model's reconstruction (Baur et al. 2018);
-* ``map-tv``    |y − x̂| of the MAP-TV restoration under the model's ELBO
-  (Chen et al. 2020), λ from calibration;
-* ``intensity`` the normalised intensity itself: the non-learned reference that
-  thresholds hyperintense FLAIR/T2 voxels.
-
-Every map is computed on slices, mapped back to the input's voxel grid and
-post-processed in 3D (median filter, eroded brain mask) by the same function
-at calibration, detection and evaluation time.
+The scoring method (:mod:`tfuad.detection.methods`) turns slices into maps;
+the detector prepares a volume exactly as the model's training data, maps
+the slice maps back to the input's voxel grid and post-processes them in 3D
+(median filter, eroded brain mask) with the same function at calibration,
+detection and evaluation time, and reads the method's calibration.
 
 Example:
-    >>> det = Detector("runs/svae", method="residual")                 # doctest: +SKIP
-    >>> result = det.run(det.prepare("sub-01_flair.nii.gz"))            # doctest: +SKIP
+    >>> det = Detector("runs/svae", "residual")                         # doctest: +SKIP
+    >>> result = det.run_volume(det.prepare("sub-01_flair.nii.gz"))     # doctest: +SKIP
     >>> mask = det.segment(result.map, det.threshold(fpr=0.05))         # doctest: +SKIP
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from tfuad.detection.restoration import calibrated_schedule, get_schedule
+from tfuad.detection.methods import METHOD_NAMES, get_method
 from tfuad.errors import ConfigError
 from tfuad.training.run import RunDir
 
 __all__ = ["Detector", "DetectionResult", "METHODS"]
 
-METHODS = ("residual", "map-tv", "intensity")
+#: The scoring method names (see :mod:`tfuad.detection.methods`).
+METHODS = METHOD_NAMES
 
 
 @dataclass
@@ -52,90 +48,101 @@ class DetectionResult:
     seconds: float
 
 
+def _method_options(cls, options: dict) -> dict:
+    """The options the method's constructor takes; ``None`` values mean "the default"."""
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "background", "batch_size"}
+    return {k: v for k, v in options.items() if v is not None and k in accepted}
+
+
 class Detector:
     """Anomaly maps from a trained run.
 
     Args:
         run_dir: A run directory written by ``tfuad train``.
-        method: One of :data:`METHODS`.
-        batch_size: Slices per forward pass (default 32) or per restoration batch (default: a whole
-            volume where memory allows, see :class:`~tfuad.detection.restoration.Restorer`).
-        schedule: MAP-TV schedule (``paper``, ``fast``, or a schedule object); default: the
-            one ``map-tv`` was calibrated with, else ``paper``.
-        max_steps: Step limit of the MAP-TV schedule; default: the schedule's own.
-        lam: MAP-TV weight λ; default: the calibrated value.
+        method: A scoring method name (:data:`METHODS`).
+        batch_size: Slices per forward pass or restoration batch (default: the method's).
         postprocess: A :class:`~tfuad.postprocessing.filters.PostprocessConfig` (default: the one the
             method was calibrated with, else the paper's).
+        calibrated: Read the method's calibration when its settings or thresholds are needed (set
+            False while calibrating: the settings then come from the calibration in progress).
+        **options: Options of the method's constructor, e.g. MAP-TV's ``schedule``, ``max_steps``,
+            ``lam``, ``lambdas``; options another method takes, and ``None`` values, are ignored.
     """
 
-    def __init__(self, run_dir, method: str = "residual", *, batch_size: int | None = None, schedule=None,
-                 max_steps: int | None = None, lam: float | None = None, postprocess=None):
+    def __init__(self, run_dir, method: str = "residual", *, batch_size: int | None = None, postprocess=None,
+                 calibrated: bool = True, **options):
         from tfuad.postprocessing.filters import PostprocessConfig
 
-        if method not in METHODS:
-            raise ConfigError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        cls = get_method(method)
         self.run = RunDir(run_dir)
         self.config = self.run.config()
-        self.method = method
-        self.batch_size = None if batch_size is None else int(batch_size)
-        self._schedule_request = (schedule, max_steps)
-        get_schedule(schedule or "paper", max_steps)  # fail early on a bad name or step limit
         self.pconfig = self.run.preprocess_config()
         self.stats = self.run.intensity_stats()
-        stored = self._stored("postprocess")
+        self._calibration = None
+        self._use_calibration = bool(calibrated)
+        stored = self._stored_postprocess(method) if calibrated else None
         self.postprocess = postprocess or (PostprocessConfig.from_dict(stored) if stored else PostprocessConfig())
-        self.model = None if method == "intensity" else self.run.load_model()
-        self._lam = lam
-        self._restorer = None
+        model = None if cls.needs is None else self.run.load_model()
+        self.method = cls(model, background=self.pconfig.background_value, batch_size=batch_size,
+                          **_method_options(cls, options))
+
+    @property
+    def name(self) -> str:
+        """The scoring method's name."""
+        return self.method.name
+
+    @property
+    def model(self):
+        """The trained model (``None`` for methods that need none)."""
+        return self.method.model
+
+    @property
+    def calibration_path(self):
+        """The method's calibration file in the run."""
+        return self.run.calibration_path(self.name)
+
+    def _stored_postprocess(self, method: str):
+        from tfuad.files import read_json
+
+        path = self.run.calibration_path(method)
+        stored = read_json(path) if path.is_file() else None
+        return stored.get("postprocess") if isinstance(stored, dict) else None
 
     # -- calibration ---------------------------------------------------------------------------
-    def calibration_path(self, method: str | None = None):
-        return self.run.path / f"calibration-{method or self.method}.json"
-
-    def _stored(self, *keys, method: str | None = None):
-        """``calibration[keys[0]][keys[1]]…`` of an existing calibration (of ``method``), or ``None``."""
-        import json
-
-        path = self.calibration_path(method)
-        value = json.loads(path.read_text()) if path.is_file() else None
-        for key in keys:
-            value = value.get(key) if isinstance(value, dict) else None
-        return value
-
     def calibration(self):
-        """The stored :class:`~tfuad.postprocessing.thresholds.Calibration` of this method."""
+        """The stored :class:`~tfuad.postprocessing.thresholds.Calibration`, checked and applied once.
+
+        Raises:
+            ConfigError: the run is not calibrated for the method, or was calibrated with other
+                post-processing, other method settings, or other weights than it has now.
+        """
+        if self._calibration is None:
+            self._calibration = self._read_calibration()
+        return self._calibration
+
+    def _recalibrate_hint(self) -> str:
+        return f"run: tfuad calibrate {self.run.path} --data DATASET --method {self.name}"
+
+    def _read_calibration(self):
         from tfuad.postprocessing.thresholds import Calibration
 
-        path = self.calibration_path()
+        path = self.calibration_path
         if not path.is_file():
-            raise ConfigError(f"{self.run.path}: not calibrated for method {self.method!r}; "
-                              f"run: tfuad calibrate {self.run.path} --data DATASET --method {self.method}")
+            raise ConfigError(f"{self.run.path}: not calibrated for method {self.name!r}; {self._recalibrate_hint()}")
         calibration = Calibration.from_json(path)
         if calibration.postprocess and calibration.postprocess != self.postprocess.to_dict():
             raise ConfigError(f"{path}: calibrated with post-processing {calibration.postprocess}, "
                               f"but detection uses {self.postprocess.to_dict()}; calibrate again")
-        if self.method == "map-tv":
-            calibrated_schedule(*self._schedule_request, calibration.extra.get("schedule"), source=path)
+        if self.model is not None and calibration.weights != self.run.weights_fingerprint():
+            why = "has no weights fingerprint" if calibration.weights is None else "was made for other weights"
+            raise ConfigError(f"{path}: {why} (the model has changed since, e.g. trained further); "
+                              f"{self._recalibrate_hint()}")
+        self.method.configure(calibration.extra, source=path)
         return calibration
-
-    @property
-    def schedule(self):
-        """The MAP-TV schedule: as requested, else the calibrated one, else ``paper``."""
-        requested, max_steps = self._schedule_request
-        if requested is None:
-            requested = self._stored("extra", "schedule", method="map-tv")
-        return get_schedule(requested or "paper", max_steps)
 
     def threshold(self, *, fpr: float | None = None, percentile: float | None = None) -> float:
         """A calibrated threshold: an FPR limit (e.g. 0.05) or the percentile (98)."""
         return float(self.calibration().threshold_for(fpr=fpr, percentile=percentile))
-
-    @property
-    def lam(self) -> float:
-        """MAP-TV weight: given, or the calibrated one."""
-        if self._lam is None:
-            self._lam = float(self.calibration().extra["lambda"])
-        return self._lam
 
     # -- maps ----------------------------------------------------------------------------------
     def prepare(self, image_path, *, brain_mask_path=None, lesion_mask_path=None):
@@ -145,35 +152,18 @@ class Detector:
         return prepare_volume(image_path, self.pconfig, brain_mask_path=brain_mask_path,
                               lesion_mask_path=lesion_mask_path, stats=self.stats)
 
-    def restorer(self, lam: float | None = None):
-        """The MAP-TV :class:`~tfuad.detection.restoration.Restorer` (compiled once, reused)."""
-        from tfuad.detection.restoration import Restorer
+    def slice_maps(self, slices, brain=None):
+        """Maps of ``(N, S, S, 1)`` slices in model space: ``(maps, estimate)``."""
+        if self._use_calibration and self._calibration is None and self.calibration_path.is_file():
+            self.calibration()  # the method's calibrated settings (e.g. λ) apply to every map
+        return self.method.slice_maps(np.asarray(slices, np.float32), brain)
 
-        lam = self.lam if lam is None else float(lam)
-        if self._restorer is None:
-            self._restorer = Restorer(self.model, lam=lam, schedule=self.schedule, batch_size=self.batch_size)
-        self._restorer.lam = lam
-        return self._restorer
-
-    def slice_maps(self, slices, brain=None, *, lam: float | None = None):
-        """Maps of ``(N, S, S, 1)`` slices in model space: ``(maps, restored)``."""
-        slices = np.asarray(slices, np.float32)
-        if self.method == "intensity":
-            maps = slices - self.pconfig.background_value
-            return maps, None
-        if self.method == "residual":
-            from tfuad.detection.residual import residual_maps
-
-            return residual_maps(self.model, slices, self.batch_size or 32)
-        restored = self.restorer(lam).restore(slices, mask=brain)
-        return np.abs(slices - restored), restored
-
-    def run_volume(self, prepared, *, lam: float | None = None) -> DetectionResult:
+    def run_volume(self, prepared) -> DetectionResult:
         """Anomaly map of one :class:`~tfuad.data.preprocessing.PreparedVolume`."""
         from tfuad.postprocessing.filters import postprocess_map
 
         start = time.perf_counter()
-        maps, restored = self.slice_maps(prepared.slices, prepared.brain, lam=lam)
+        maps, restored = self.slice_maps(prepared.slices, prepared.brain)
         maps = np.where(prepared.brain, maps, 0.0).astype(np.float32)
         seconds = time.perf_counter() - start
         raw = prepared.to_volume(maps[..., 0]).astype(np.float32)

@@ -27,7 +27,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from tfuad.postprocessing.filters import check_real_finite
+from tfuad.arrays import check_real_finite
+
+from tfuad.errors import ArrayError
 
 __all__ = [
     "dice",
@@ -51,10 +53,10 @@ def _as_arrays(named: Mapping) -> list:
     arrays = {name: np.asarray(a) for name, a in named.items()}
     shapes = {name: a.shape for name, a in arrays.items()}
     if len(set(shapes.values())) > 1:
-        raise ValueError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+        raise ArrayError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
     first = next(iter(arrays))
     if arrays[first].size == 0:
-        raise ValueError(f"empty arrays: {first} has shape {shapes[first]}")
+        raise ArrayError(f"empty arrays: {first} has shape {shapes[first]}")
     return list(arrays.values())
 
 
@@ -65,7 +67,7 @@ def _as_scores(scores, name: str = "scores") -> np.ndarray:
 def _connectivity_structure(connectivity, ndim: int) -> np.ndarray:
     if isinstance(connectivity, bool) or not isinstance(connectivity, numbers.Integral) \
             or not 1 <= connectivity <= ndim:
-        raise ValueError(f"connectivity must be an integer between 1 and {ndim}, got {connectivity!r}")
+        raise ArrayError(f"connectivity must be an integer between 1 and {ndim}, got {connectivity!r}")
     return ndi.generate_binary_structure(ndim, int(connectivity))
 
 
@@ -219,7 +221,7 @@ def auc_scores(scores, truth) -> tuple:
     truth = truth.astype(bool, copy=False).ravel()
     n_pos = int(np.count_nonzero(truth))
     if n_pos in (0, truth.size):
-        raise ValueError(f"AUROC/AUPRC need both lesion and healthy voxels; got {n_pos} lesion "
+        raise ArrayError(f"AUROC/AUPRC need both lesion and healthy voxels; got {n_pos} lesion "
                          f"voxels out of {truth.size}")
     return float(roc_auc_score(truth, scores)), float(average_precision_score(truth, scores))
 
@@ -246,10 +248,10 @@ def pool_brain_voxels(scores_list, truths_list, masks_list) -> tuple:
     """
     lists = [list(scores_list), list(truths_list), list(masks_list)]
     if len({len(x) for x in lists}) != 1:
-        raise ValueError(f"got {len(lists[0])} score maps, {len(lists[1])} lesion masks and "
+        raise ArrayError(f"got {len(lists[0])} score maps, {len(lists[1])} lesion masks and "
                          f"{len(lists[2])} brain masks; one of each per subject is needed")
     if not lists[0]:
-        raise ValueError("no subjects given")
+        raise ArrayError("no subjects given")
     scores, truths = [], []
     for i, (s, t, m) in enumerate(zip(*lists)):
         s, t, m = _as_arrays({f"scores[{i}]": s, f"truth[{i}]": t, f"brain mask[{i}]": m})
@@ -373,11 +375,11 @@ def summarize(per_subject_rows: Sequence[Mapping]) -> dict:
     """
     rows = list(per_subject_rows)
     if not rows:
-        raise ValueError("no per-subject rows to summarize")
+        raise ArrayError("no per-subject rows to summarize")
     for i, row in enumerate(rows):
         missing = [k for k in ("dice", "fpr", "lesion_voxels") if k not in row]
         if missing:
-            raise ValueError(f"row {i} lacks {missing}")
+            raise ArrayError(f"row {i} lacks {missing}")
     with_lesions = [r for r in rows if r["lesion_voxels"] > 0]
     without = [r for r in rows if not r["lesion_voxels"] > 0]
     numeric = [k for k, v in rows[0].items()
@@ -397,7 +399,7 @@ def summarize(per_subject_rows: Sequence[Mapping]) -> dict:
 
 def _subsample(arrays, max_points: int) -> tuple:
     if isinstance(max_points, bool) or not isinstance(max_points, numbers.Integral) or max_points < 2:
-        raise ValueError(f"max_points must be an integer >= 2, got {max_points!r}")
+        raise ArrayError(f"max_points must be an integer >= 2, got {max_points!r}")
     n = arrays[0].size
     if n <= max_points:
         return tuple(arrays)
@@ -443,7 +445,7 @@ def _pool_for_curve(scores, truth) -> tuple:
     truth = truth.astype(bool, copy=False).ravel()
     n_pos = int(np.count_nonzero(truth))
     if n_pos in (0, truth.size):
-        raise ValueError(f"curves need both lesion and healthy voxels; got {n_pos} lesion voxels "
+        raise ArrayError(f"curves need both lesion and healthy voxels; got {n_pos} lesion voxels "
                          f"out of {truth.size}")
     return _as_scores(scores).ravel(), truth
 

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from scipy import ndimage as ndi
 
-from tfuad.errors import ConfigError, EmptyMaskError
+from tfuad.arrays import check_real_finite
+from tfuad.errors import ArrayError, ConfigError, EmptyMaskError
 
 __all__ = [
     "PostprocessConfig",
@@ -42,20 +43,9 @@ def _as_volume(array, name: str) -> np.ndarray:
     """Return ``array`` as a non-empty 3D NumPy array, or raise ``ValueError``."""
     array = np.asarray(array)
     if array.ndim != 3:
-        raise ValueError(f"{name} must be a 3D volume, got an array of shape {array.shape}")
+        raise ArrayError(f"{name} must be a 3D volume, got an array of shape {array.shape}")
     if array.size == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape})")
-    return array
-
-
-def check_real_finite(array: np.ndarray, name: str) -> np.ndarray:
-    """Raise ``ValueError`` unless ``array`` is real-valued (bool, integer, float) and finite."""
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-            or array.dtype == bool):
-        raise ValueError(f"{name} must be real-valued, got dtype {array.dtype}")
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise ValueError(f"{name} contains {int((~finite).sum())} NaN/Inf values")
+        raise ArrayError(f"{name} is empty (shape {array.shape})")
     return array
 
 
@@ -66,21 +56,21 @@ def _as_numeric_volume(array, name: str) -> np.ndarray:
 
 def _check_int(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ArrayError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _check_median_size(size) -> int:
     size = _check_int(size, "median size", 1)
     if size % 2 == 0:
-        raise ValueError(f"median size must be odd so the window is centred, got {size}")
+        raise ArrayError(f"median size must be odd so the window is centred, got {size}")
     return size
 
 
 def _check_connectivity(connectivity, ndim: int = 3) -> int:
     connectivity = _check_int(connectivity, "connectivity", 1)
     if connectivity > ndim:
-        raise ValueError(f"connectivity must be between 1 and {ndim}, got {connectivity}")
+        raise ArrayError(f"connectivity must be between 1 and {ndim}, got {connectivity}")
     return connectivity
 
 
@@ -281,7 +271,7 @@ def postprocess_map(residual_volume, brain_mask, config: PostprocessConfig | Non
     residual = _as_numeric_volume(residual_volume, "residual volume")
     brain = _as_volume(brain_mask, "brain mask").astype(bool, copy=False)
     if brain.shape != residual.shape:
-        raise ValueError(f"brain mask shape {brain.shape} differs from residual volume shape {residual.shape}")
+        raise ArrayError(f"brain mask shape {brain.shape} differs from residual volume shape {residual.shape}")
     if not brain.any():
         raise EmptyMaskError(None, "brain mask has no non-zero voxel")
     eroded = erode_mask(brain, config.erosion_iterations)
@@ -329,5 +319,5 @@ def segment(score_map, threshold: float, config: PostprocessConfig | None = None
     config = config or PostprocessConfig()
     score = _as_numeric_volume(score_map, "score map")
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not np.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        raise ArrayError(f"threshold must be a finite number, got {threshold!r}")
     return remove_small_components(score > threshold, config.min_component_size, config.connectivity)

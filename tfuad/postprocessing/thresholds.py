@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfuad.data.nifti import atomic_path
-from tfuad.errors import ConfigError, DataError
+from tfuad.files import atomic_path
+from tfuad.errors import ArrayError, ConfigError, DataError
 
 __all__ = [
     "DEFAULT_FPRS",
@@ -86,18 +86,18 @@ def pool_values(values) -> np.ndarray:
         parts = [np.asarray(values)]
     parts = [p.ravel() for p in parts]
     if not parts:
-        raise ValueError("no healthy values to calibrate on (empty input)")
+        raise ArrayError("no healthy values to calibrate on (empty input)")
     pooled = parts[0] if len(parts) == 1 else np.concatenate(parts)
     if pooled.size == 0:
-        raise ValueError("no healthy values to calibrate on (empty input)")
+        raise ArrayError("no healthy values to calibrate on (empty input)")
     if not (np.issubdtype(pooled.dtype, np.floating) or np.issubdtype(pooled.dtype, np.integer)
             or pooled.dtype == bool):
-        raise ValueError(f"healthy values must be real-valued, got dtype {pooled.dtype}")
+        raise ArrayError(f"healthy values must be real-valued, got dtype {pooled.dtype}")
     if not np.issubdtype(pooled.dtype, np.floating):
         pooled = pooled.astype(np.float64)
     finite = np.isfinite(pooled)
     if not finite.all():
-        raise ValueError(f"healthy values contain {int((~finite).sum())} NaN/Inf entries")
+        raise ArrayError(f"healthy values contain {int((~finite).sum())} NaN/Inf entries")
     return pooled
 
 
@@ -124,13 +124,13 @@ def brain_values(score_map, brain_mask) -> np.ndarray:
     score_map = np.asarray(score_map)
     brain_mask = np.asarray(brain_mask)
     if score_map.shape != brain_mask.shape:
-        raise ValueError(f"brain mask shape {brain_mask.shape} differs from score map shape {score_map.shape}")
+        raise ArrayError(f"brain mask shape {brain_mask.shape} differs from score map shape {score_map.shape}")
     return score_map[brain_mask.astype(bool, copy=False)]
 
 
 def _check_fpr(fpr) -> float:
     if isinstance(fpr, bool) or not isinstance(fpr, numbers.Real) or not 0.0 <= fpr < 1.0:
-        raise ValueError(f"FPR limit must be a number in [0, 1), got {fpr!r}")
+        raise ArrayError(f"FPR limit must be a number in [0, 1), got {fpr!r}")
     return float(fpr)
 
 
@@ -166,7 +166,7 @@ def percentile_threshold(healthy_values, q: float = 98.0) -> float:
     98.0
     """
     if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile must be a number in [0, 100], got {q!r}")
+        raise ArrayError(f"percentile must be a number in [0, 100], got {q!r}")
     return float(np.percentile(pool_values(healthy_values), q))
 
 
@@ -201,7 +201,7 @@ def fpr_thresholds(healthy_values, fprs=DEFAULT_FPRS) -> dict:
     """
     fprs = [_check_fpr(f) for f in fprs]
     if not fprs:
-        raise ValueError("no FPR limit given")
+        raise ArrayError("no FPR limit given")
     values = pool_values(healthy_values)
     n = values.size
     index = {f: n - 1 - _max_false_positives(n, f) for f in fprs}
@@ -256,6 +256,10 @@ class Calibration:
         calibration maps were processed with; detection must use the same.
     extra : dict
         Other calibrated settings, e.g. ``{"lambda": 2.4}`` for MAP-TV.
+    weights : str or None
+        Fingerprint of the model weights the maps came from (``None`` for
+        methods without a model); detection refuses a calibration whose
+        fingerprint no longer matches the run's weights.
 
     Examples
     --------
@@ -270,6 +274,7 @@ class Calibration:
     subject_ids: list = field(default_factory=list)
     postprocess: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    weights: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.method, str) or not self.method:
@@ -300,7 +305,7 @@ class Calibration:
             If that limit or percentile was not calibrated.
         """
         if (fpr is None) == (percentile is None):
-            raise ValueError("give exactly one of fpr= or percentile=")
+            raise ConfigError("give exactly one of fpr= or percentile=")
         key = fpr_key(fpr) if fpr is not None else percentile_key(percentile)
         if key not in self.thresholds:
             what = f"FPR limit {fpr:g}" if fpr is not None else f"percentile {percentile:g}"
@@ -318,7 +323,8 @@ class Calibration:
         missing = [k for k in ("method", "thresholds", "n_voxels") if k not in data]
         if missing:
             raise ConfigError(f"calibration lacks field(s) {missing}")
-        unknown = sorted(set(data) - {"method", "thresholds", "n_voxels", "subject_ids", "postprocess", "extra"})
+        unknown = sorted(set(data) - {"method", "thresholds", "n_voxels", "subject_ids", "postprocess", "extra",
+                                   "weights"})
         if unknown:
             raise ConfigError(f"calibration has unknown field(s) {unknown}")
         return cls(**data)
@@ -355,7 +361,8 @@ class Calibration:
 
 
 def calibrate(healthy_values, *, method: str, fprs=DEFAULT_FPRS, percentiles=(98.0,),
-              subject_ids=(), postprocess: Mapping | None = None, extra: Mapping | None = None) -> Calibration:
+              subject_ids=(), postprocess: Mapping | None = None, extra: Mapping | None = None,
+              weights: str | None = None) -> Calibration:
     """Compute percentile and FPR-limited thresholds from healthy values.
 
     All values are kept (no subsampling), so the FPR guarantee is exact on the
@@ -377,6 +384,8 @@ def calibrate(healthy_values, *, method: str, fprs=DEFAULT_FPRS, percentiles=(98
         ``PostprocessConfig.to_dict()`` of the maps.
     extra : dict, optional
         Other calibrated settings.
+    weights : str, optional
+        Fingerprint of the model weights the maps came from.
 
     Returns
     -------
@@ -394,4 +403,4 @@ def calibrate(healthy_values, *, method: str, fprs=DEFAULT_FPRS, percentiles=(98
         thresholds.update({fpr_key(f): t for f, t in fpr_thresholds(values, fprs).items()})
     return Calibration(method=method, thresholds=thresholds, n_voxels=values.size,
                        subject_ids=list(subject_ids), postprocess=dict(postprocess or {}),
-                       extra=dict(extra or {}))
+                       extra=dict(extra or {}), weights=weights)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from tfuad.errors import ArrayError
+
 __all__ = ["refine_brain_mask"]
 
 
@@ -41,7 +43,7 @@ def refine_brain_mask(image, prior, *, band: int = 2, dark: float = 0.25, openin
     image = np.asarray(image, dtype=np.float32)
     prior = np.asarray(prior, dtype=bool)
     if image.shape != prior.shape:
-        raise ValueError(f"image shape {image.shape} and mask shape {prior.shape} differ")
+        raise ArrayError(f"image shape {image.shape} and mask shape {prior.shape} differ")
     if not prior.any():
         return prior.copy()
     core = ndi.binary_erosion(prior, iterations=band)

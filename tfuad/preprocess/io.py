@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from tfuad.errors import ArrayError
+
 __all__ = ["to_sitk", "from_sitk", "RAS_TO_LPS"]
 
 #: Flips the first two world axes: RAS (NIfTI) <-> LPS (ITK).
@@ -39,7 +41,7 @@ def to_sitk(data, affine) -> sitk.Image:
     """
     data = np.asarray(data)
     if data.ndim != 3:
-        raise ValueError(f"expected a 3D array, got shape {data.shape}")
+        raise ArrayError(f"expected a 3D array, got shape {data.shape}")
     if data.dtype == bool:
         data = data.astype(np.uint8)
     elif np.issubdtype(data.dtype, np.floating):

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tfuad.reports.figures import axial_to_display, check_png, new_figure, save_figure
+from tfuad.canvas import axial_to_display, check_png, new_figure, save_figure
+
+from tfuad.errors import ArrayError
 
 __all__ = ["plot_subject_qc", "plot_montage"]
 
@@ -101,7 +103,7 @@ def plot_montage(items, out_png, *, columns: int = 4, cell: float = 1.05) -> Pat
     out = check_png(out_png)
     items = list(items)
     if not items:
-        raise ValueError("no subject to draw")
+        raise ArrayError("no subject to draw")
     columns = max(1, min(int(columns), len(items)))
     rows = math.ceil(len(items) / columns)
     fig = new_figure(2 * cell * columns, cell * rows + 0.3)

@@ -13,7 +13,9 @@
 * :func:`reconstruction_comparison`: one slice reconstructed by several models
   and their residuals side by side (Baur et al. 2018, Fig. 5);
 * :func:`plot_convergence`: AUROC of MAP-TV lesion maps against the number of
-  restoration steps (Chen et al. 2020, Fig. 10c).
+  restoration steps (Chen et al. 2020, Fig. 10c);
+* :func:`plot_selection_curve`: a setting chosen on healthy data (MAP-TV's
+  ε(λ), Chen et al. 2020, Fig. 10a) with the choice marked.
 
 Slices are axial cuts ``data[:, :, z]`` of canonical RAS+ volumes
 (see :mod:`tfuad.data.nifti`); :func:`axial_to_display` is the one place where
@@ -39,11 +41,13 @@ from itertools import cycle
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+
 from matplotlib.figure import Figure
 
-from tfuad.data.nifti import atomic_path
+from tfuad.canvas import DPI, axial_to_display, check_png, new_figure, save_figure
 from tfuad.metrics.segmentation import curve_points
+
+from tfuad.errors import ArrayError, ConfigError
 
 __all__ = [
     "axial_to_display",
@@ -54,69 +58,24 @@ __all__ = [
     "plot_detection_overview",
     "reconstruction_comparison",
     "plot_convergence",
+    "plot_selection_curve",
     "check_png",
     "new_figure",
     "save_figure",
 ]
 
-#: Resolution of the written PNG files.
-DPI = 100
 #: Colour maps of non-binary grid columns other than grey.
 DEFAULT_CMAPS = {"residual": "inferno"}
 #: Colours of the contours drawn for binary columns, in column order.
 CONTOUR_COLOURS = ("red", "lime", "cyan", "yellow", "magenta", "orange")
 
 
-def axial_to_display(slice2d) -> np.ndarray:
-    """Orient an axial slice ``data[:, :, z]`` of a RAS+ volume for display.
-
-    The slice's rows run left to right and its columns posterior to anterior;
-    :func:`numpy.rot90` turns it so anterior is up and the patient's left is
-    on the left of the image (the neurological convention of nilearn and
-    FSLeyes' default).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> s = np.zeros((3, 2)); s[0, 1] = 1      # left-most row, anterior column
-    >>> axial_to_display(s)
-    array([[1., 0., 0.],
-           [0., 0., 0.]])
-    """
-    slice2d = np.asarray(slice2d)
-    if slice2d.ndim != 2:
-        raise ValueError(f"an axial slice must be 2D, got shape {slice2d.shape}")
-    return np.rot90(slice2d)
-
-
-def check_png(out_png) -> Path:
-    """``out_png`` as a Path, or ``ValueError`` unless it names a ``.png`` file."""
-    out = Path(out_png)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"{out}: figures are written as PNG; the file name must end in .png")
-    return out
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A figure on an Agg canvas (no pyplot, no display needed)."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig: Figure, out: Path) -> Path:
-    """Write ``fig`` to ``out`` as PNG, atomically; returns ``out``."""
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    return out
-
-
 def _slice(array, what: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != 2 or array.size == 0:
-        raise ValueError(f"{what} must be a non-empty 2D slice, got shape {array.shape}")
+        raise ArrayError(f"{what} must be a non-empty 2D slice, got shape {array.shape}")
     if array.dtype != bool and not np.isfinite(array).all():
-        raise ValueError(f"{what} contains NaN/Inf values")
+        raise ArrayError(f"{what} contains NaN/Inf values")
     return array
 
 
@@ -142,11 +101,11 @@ def _curve(name: str, curve, max_points: int) -> Mapping:
     if isinstance(curve, Mapping):
         missing = [k for k in ("fpr", "tpr", "recall", "precision") if k not in curve]
         if missing:
-            raise ValueError(f"curve {name!r} lacks {missing}; give (scores, truth) or curve_points(...)")
+            raise ArrayError(f"curve {name!r} lacks {missing}; give (scores, truth) or curve_points(...)")
         return curve
     if isinstance(curve, Sequence) and len(curve) == 2:
         return curve_points(curve[0], curve[1], max_points)
-    raise ValueError(f"curve {name!r} must be (scores, truth) or a dict of points, got {type(curve).__name__}")
+    raise ArrayError(f"curve {name!r} must be (scores, truth) or a dict of points, got {type(curve).__name__}")
 
 
 def plot_roc_pr(curves: Mapping, out_png, *, title: str | None = None, max_points: int = 2000) -> Path:
@@ -178,7 +137,7 @@ def plot_roc_pr(curves: Mapping, out_png, *, title: str | None = None, max_point
     """
     out = check_png(out_png)
     if not isinstance(curves, Mapping) or not curves:
-        raise ValueError("no curves to plot")
+        raise ArrayError("no curves to plot")
     points = {str(name): _curve(str(name), c, max_points) for name, c in curves.items()}
     fig = new_figure(10.0, 4.6)
     roc_ax, pr_ax = fig.subplots(1, 2)
@@ -238,10 +197,10 @@ def plot_dice_vs_lesion_size(rows: Sequence[Mapping], out_png, *, metric: str = 
     rows = list(rows)
     for i, row in enumerate(rows):
         if "lesion_voxels" not in row or metric not in row:
-            raise ValueError(f"row {i} lacks 'lesion_voxels' or {metric!r}")
+            raise ArrayError(f"row {i} lacks 'lesion_voxels' or {metric!r}")
     lesion_rows = [r for r in rows if r["lesion_voxels"] > 0 and math.isfinite(r[metric])]
     if not lesion_rows:
-        raise ValueError(f"no subject with lesion voxels and a finite {metric!r} to plot")
+        raise ArrayError(f"no subject with lesion voxels and a finite {metric!r} to plot")
     sizes = np.array([r["lesion_voxels"] for r in lesion_rows], float)
     values = np.array([r[metric] for r in lesion_rows], float)
     fig = new_figure(5.5, 4.2)
@@ -314,26 +273,26 @@ def plot_example_grid(rows_of_slices: Sequence[Mapping], out_png,
     rows = list(rows_of_slices)
     columns = list(columns)
     if not rows or not columns:
-        raise ValueError("the grid needs at least one row and one column")
+        raise ArrayError("the grid needs at least one row and one column")
     if row_labels is not None and len(row_labels) != len(rows):
-        raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
+        raise ArrayError(f"{len(row_labels)} row labels for {len(rows)} rows")
     cmaps = {**DEFAULT_CMAPS, **(cmaps or {})}
     grid = []
     for i, row in enumerate(rows):
         missing = [c for c in columns if c not in row]
         if missing:
-            raise ValueError(f"row {i} lacks column(s) {missing}")
+            raise ArrayError(f"row {i} lacks column(s) {missing}")
         cells = {c: _slice(row[c], f"row {i} column {c!r}") for c in columns}
         shapes = {c: a.shape for c, a in cells.items()}
         if len(set(shapes.values())) > 1:
-            raise ValueError(f"row {i} has slices of different shapes: {shapes}")
+            raise ArrayError(f"row {i} has slices of different shapes: {shapes}")
         if cells[columns[0]].dtype == bool:
-            raise ValueError(f"the first column {columns[0]!r} is the background image and cannot be a mask")
+            raise ArrayError(f"the first column {columns[0]!r} is the background image and cannot be a mask")
         grid.append({c: axial_to_display(a) for c, a in cells.items()})
     mask_columns = [c for c in columns if all(r[c].dtype == bool for r in grid)]
     mixed = [c for c in columns if c not in mask_columns and any(r[c].dtype == bool for r in grid)]
     if mixed:
-        raise ValueError(f"column(s) {mixed} are masks in some rows but not in others")
+        raise ArrayError(f"column(s) {mixed} are masks in some rows but not in others")
     colours = dict(zip(mask_columns, cycle(CONTOUR_COLOURS)))
     ranges = {}
     for c in columns:
@@ -418,10 +377,10 @@ def plot_detection_overview(volume, score_map, segmentation, out_png, *, n_slice
     segmentation = np.asarray(segmentation).astype(bool)
     shapes = {"volume": volume.shape, "anomaly map": score_map.shape, "segmentation": segmentation.shape}
     if len(set(shapes.values())) > 1 or volume.ndim != 3:
-        raise ValueError("need three 3D arrays of one shape, got "
+        raise ArrayError("need three 3D arrays of one shape, got "
                          + ", ".join(f"{n} {s}" for n, s in shapes.items()))
     if isinstance(n_slices, bool) or not isinstance(n_slices, int) or n_slices < 1:
-        raise ValueError(f"n_slices must be a positive integer, got {n_slices!r}")
+        raise ArrayError(f"n_slices must be a positive integer, got {n_slices!r}")
     zs = _overview_slices(volume, segmentation, n_slices)
     rows = [{"input": volume[:, :, z], "anomaly map": score_map[:, :, z], "segmentation": segmentation[:, :, z]}
             for z in zs]
@@ -461,13 +420,13 @@ def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, a
     """
     out = check_png(out_png)
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        raise ArrayError(f"alpha must be in [0, 1], got {alpha!r}")
     image = _slice(image2d, "image")
     amap = _slice(map2d, "anomaly map")
     mask = None if mask2d is None else _slice(mask2d, "mask").astype(bool)
     shapes = {"image": image.shape, "anomaly map": amap.shape, **({} if mask is None else {"mask": mask.shape})}
     if len(set(shapes.values())) > 1:
-        raise ValueError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+        raise ArrayError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
     image, amap = axial_to_display(image), axial_to_display(amap.astype(np.float32))
     fig = new_figure(4.6, 4.2)
     ax = fig.subplots()
@@ -536,7 +495,7 @@ def reconstruction_comparison(image, reconstructions: Mapping, *, truth=None, pa
     8
     """
     if not isinstance(reconstructions, Mapping) or not reconstructions:
-        raise ValueError("reconstruction_comparison needs at least one reconstruction")
+        raise ArrayError("reconstruction_comparison needs at least one reconstruction")
     out = None if path is None else check_png(path)
     x = _model_slice(image, "image").astype(np.float32)
     recons = {str(k): _model_slice(v, f"reconstruction {k!r}").astype(np.float32)
@@ -545,7 +504,7 @@ def reconstruction_comparison(image, reconstructions: Mapping, *, truth=None, pa
     shapes = {"image": x.shape, **{f"reconstruction {k!r}": r.shape for k, r in recons.items()},
               **({} if mask is None else {"truth": mask.shape})}
     if len(set(shapes.values())) > 1:
-        raise ValueError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+        raise ArrayError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
     residuals = {k: np.abs(x - r) for k, r in recons.items()}
     lo, hi = (float(v) for v in np.percentile(x, [0.5, 99.5]))
     grey = dict(cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1.0, interpolation="nearest")
@@ -612,15 +571,15 @@ def plot_convergence(curves: Mapping, out_png, *, title: str | None = None,
     """
     out = check_png(out_png)
     if not isinstance(curves, Mapping) or not curves:
-        raise ValueError("no curves to plot")
+        raise ArrayError("no curves to plot")
     lines = {}
     for name, curve in curves.items():
         if not isinstance(curve, Mapping) or not curve:
-            raise ValueError(f"curve {name!r} must be a non-empty dict {{steps: value}}")
+            raise ArrayError(f"curve {name!r} must be a non-empty dict {{steps: value}}")
         steps = sorted(curve, key=float)
         values = np.array([float(curve[s]) for s in steps])
         if not np.isfinite(values).all():
-            raise ValueError(f"curve {name!r} has non-finite values")
+            raise ArrayError(f"curve {name!r} has non-finite values")
         lines[str(name)] = ([float(s) for s in steps], values)
     fig = new_figure(5.0, 3.6)
     ax = fig.subplots()
@@ -631,4 +590,38 @@ def plot_convergence(curves: Mapping, out_png, *, title: str | None = None,
     ax.legend(loc="best", fontsize="small")
     if title:
         _set_title(ax, title)
+    return save_figure(fig, out)
+
+
+def plot_selection_curve(curve: Mapping, out_png) -> Path:
+    """A criterion against a setting, with the chosen setting marked (e.g. ε(λ), Chen et al. Fig. 10a).
+
+    Args:
+        curve: ``{"x": x-axis label, "y": y-axis label, "values": {x: y}, "chosen": x}``, as a
+            scoring method's ``calibrate_settings`` returns it.
+        out_png: The PNG file (written atomically).
+
+    Returns:
+        The PNG path.
+
+    Example:
+        >>> import tempfile, os
+        >>> curve = {"x": "λ", "y": "ε(λ)", "values": {"1": 3.0, "2": 2.0, "4": 2.5}, "chosen": 2.0}
+        >>> plot_selection_curve(curve, os.path.join(tempfile.mkdtemp(), "lambda_curve.png")).name
+        'lambda_curve.png'
+    """
+    out = check_png(out_png)
+    values = curve.get("values") if isinstance(curve, Mapping) else None
+    if not isinstance(values, Mapping) or not values:
+        raise ConfigError(f"{out}: the selection curve has no values to plot")
+    xs = sorted(float(k) for k in values)
+    ys = [float(values[k]) for k in sorted(values, key=float)]
+    fig = new_figure(5.0, 3.5)
+    ax = fig.add_subplot()
+    ax.plot(xs, ys, "o-", color="tab:blue", label=curve.get("y", "criterion"))
+    chosen = float(curve["chosen"])
+    ax.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen: {chosen:g}")
+    ax.set_xlabel(curve.get("x", "setting"))
+    ax.set_ylabel(curve.get("y", "criterion"))
+    ax.legend()
     return save_figure(fig, out)

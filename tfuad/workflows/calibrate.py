@@ -1,0 +1,158 @@
+"""Calibration on healthy data: thresholds for every method, and each method's own settings.
+
+* 98th percentile of post-processed maps on healthy training slices (Baur et al.);
+* FPR-limited thresholds: the smallest threshold whose false-positive rate on
+  the healthy brain voxels of calibration slices is ≤ each limit (Chen et al.);
+* the method's own settings first (MAP-TV: λ minimising the mean L1 change
+  ε(λ) on healthy calibration slices, Chen et al. eq. 7), see
+  :meth:`~tfuad.detection.methods.base.ScoringMethod.calibrate_settings`.
+
+Healthy slices are those of subjects marked healthy, or the slices of lesioned
+subjects with no lesion voxel within ``healthy_margin`` slices. No test label
+is ever read.
+
+Example:
+    >>> calibrate_run("runs/vae", discover("demo_data"), method="map-tv")   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tfuad.data.splits import prepare_split, split_subjects
+from tfuad.detection.detector import Detector
+from tfuad.errors import DatasetError
+
+__all__ = ["calibrate_run", "healthy_values", "DEFAULT_FPRS"]
+
+DEFAULT_FPRS = (0.01, 0.05, 0.10)
+
+
+def healthy_values(detector: Detector, prepared_list, *, progress=None):
+    """Map values on the brain voxels of healthy slices.
+
+    Each volume is processed whole (the 3D median filter needs neighbours);
+    only voxels of its healthy slices inside the brain mask are kept.
+
+    Returns:
+        ``(volume_values, slice_values)``: float32 values of the post-processed
+        maps on the input's grid (what ``tfuad detect`` thresholds) and of the
+        raw slice maps in model space (what the exported serving graph
+        thresholds).
+    """
+    volume_values, slice_values = [], []
+    for prep in prepared_list:
+        result = detector.run_volume(prep)
+        healthy = prep.training_indices(detector.pconfig)
+        keep = np.zeros(prep.brain_mask.shape, bool)
+        keep[:, :, healthy] = True
+        volume_values.append(result.map[keep & prep.brain_mask].astype(np.float32))
+        slice_values.append(result.slice_maps[healthy][prep.brain[healthy]].astype(np.float32))
+        if progress is not None:
+            progress.update(1)
+    if not volume_values:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return np.concatenate(volume_values), np.concatenate(slice_values)
+
+
+def healthy_slices(prepared_list, pconfig, limit: int, seed: int = 0):
+    """Up to ``limit`` healthy slices (and their brain masks), drawn without replacement."""
+    index = [p.training_indices(pconfig) for p in prepared_list]
+    slices = np.concatenate([p.slices[i] for p, i in zip(prepared_list, index)])
+    brains = np.concatenate([p.brain[i] for p, i in zip(prepared_list, index)])
+    if len(slices) > limit:
+        pick = np.sort(np.random.default_rng(seed).choice(len(slices), limit, replace=False))
+        slices, brains = slices[pick], brains[pick]
+    return slices, brains
+
+
+def _prepared(detector: Detector, dataset, split: str, log):
+    modality = detector.config["data"]["modality"]
+    return prepare_split(split_subjects(dataset, split), modality, detector.pconfig, detector.stats, log=log)[0]
+
+
+def _calibration_subjects(detector: Detector, dataset, log):
+    if not split_subjects(dataset, "calib"):
+        raise DatasetError(dataset.root, "has no 'calib' subjects for calibration (use the demo layout, a "
+                           "manifest with a split column, or --protocol)")
+    calib = _prepared(detector, dataset, "calib", log)
+    if not calib:
+        raise DatasetError(dataset.root, "no calibration subject has known healthy slices")
+    return calib
+
+
+def _method_settings(detector: Detector, calib, lambda_slices: int, log) -> dict:
+    """The method's own settings, chosen on healthy calibration slices; draws their curve."""
+    from tfuad.reports.figures import plot_selection_curve
+
+    if not detector.method.calibrates:
+        return detector.method.settings()
+    slices, brains = healthy_slices(calib, detector.pconfig, lambda_slices)
+    settings = detector.method.calibrate_settings(slices, brains, log=log)
+    curve = settings.pop("curve", None)
+    if curve:
+        path = plot_selection_curve(curve, detector.run.figure_path(curve["file"]))
+        log(f"selection curve: {path}")
+    return settings
+
+
+def _percentile_values(detector: Detector, dataset, calib_values, log):
+    """Healthy values for the percentile threshold: training volumes, or calibration ones when costly."""
+    from tqdm.auto import tqdm
+
+    if detector.method.costly:  # restoring every training volume would be too costly
+        return calib_values, "calib"
+    train = _prepared(detector, dataset, "train", log)
+    with tqdm(total=len(train), desc="98th percentile on training data", unit="volume") as bar:
+        return healthy_values(detector, train, progress=bar)[0], "train"
+
+
+def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FPRS, percentile: float = 98.0,
+                  lambda_slices: int = 32, batch_size: int | None = None, postprocess=None, log=print,
+                  **options):
+    """Calibrate ``method`` of a run on a dataset's healthy data and save it in the run.
+
+    Args:
+        run_dir: Run directory.
+        dataset: :class:`~tfuad.data.layouts.Dataset` with ``train`` and ``calib``
+            splits (or healthy subjects); ``calib`` gives the FPR thresholds and the
+            method's settings, ``train`` the 98th percentile (costly methods such
+            as MAP-TV and AnoGAN: ``calib``).
+        method: A scoring method name (``residual``, ``map-tv``, ``intensity``).
+        fprs: FPR limits.
+        percentile: Percentile threshold (paper: 98).
+        lambda_slices: Healthy calibration slices used to choose the method's settings.
+        batch_size: Slices per batch.
+        postprocess: :class:`~tfuad.postprocessing.filters.PostprocessConfig` stored with the
+            calibration and used by every later detection (default: the paper's).
+        log: Receives progress lines.
+        **options: Method options (MAP-TV: ``schedule``, ``max_steps``, ``lambdas``); stored with
+            the calibration where the thresholds depend on them.
+
+    Returns:
+        The saved :class:`~tfuad.postprocessing.thresholds.Calibration`.
+    """
+    from tqdm.auto import tqdm
+
+    from tfuad.postprocessing.filters import PostprocessConfig
+    from tfuad.postprocessing.thresholds import Calibration, fpr_key, fpr_thresholds, percentile_key, \
+        percentile_threshold
+
+    detector = Detector(run_dir, method, batch_size=batch_size, postprocess=postprocess or PostprocessConfig(),
+                        calibrated=False, **options)
+    calib = _calibration_subjects(detector, dataset, log)
+    extra = _method_settings(detector, calib, lambda_slices, log)
+    with tqdm(total=len(calib), desc=f"calibrating {method}", unit="volume") as bar:
+        calib_values, calib_slice_values = healthy_values(detector, calib, progress=bar)
+    p_values, p_source = _percentile_values(detector, dataset, calib_values, log)
+    thresholds = {percentile_key(percentile): percentile_threshold(p_values, percentile)}
+    thresholds.update({fpr_key(k): v for k, v in fpr_thresholds(calib_values, fprs).items()})
+    extra.update({
+        "percentile_source": p_source, "n_percentile_voxels": int(p_values.size),
+        # Thresholds of the raw slice maps (no 3D post-processing), for the exported serving graph.
+        "slice_thresholds": {fpr_key(k): float(v) for k, v in fpr_thresholds(calib_slice_values, fprs).items()},
+    })
+    calibration = Calibration(method=method, thresholds=thresholds, n_voxels=int(calib_values.size),
+                              subject_ids=[p.volume.path for p in calib], postprocess=detector.postprocess.to_dict(),
+                              extra=extra, weights=None if detector.model is None else detector.run.weights_fingerprint())
+    calibration.to_json(detector.calibration_path)
+    return calibration
