@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from tfuad.errors import TfuadError
+from tfuad.errors import ArrayError, TfuadError
 from tfuad.metrics import MetricInputError, bootstrap_mean, bootstrap_pooled_auc, paired_comparison, weighted_auc
 
 
@@ -47,7 +47,7 @@ def test_bootstrap_mean_is_reproducible_for_a_seed():
 def test_bootstrap_mean_refuses_bad_input(kwargs, values):
     with pytest.raises(MetricInputError) as err:
         bootstrap_mean(values, **kwargs)
-    assert isinstance(err.value, TfuadError) and isinstance(err.value, ValueError)
+    assert isinstance(err.value, TfuadError) and isinstance(err.value, ValueError) and isinstance(err.value, ArrayError)
     assert "\n" not in str(err.value)
 
 

@@ -2,8 +2,9 @@
 
 Every measure in :mod:`tfuad.metrics` that is called with arrays of the wrong
 shape, non-finite scores or a nonsensical option raises
-:class:`MetricInputError`, a :class:`~tfuad.errors.TfuadError` (and a
-:class:`ValueError`) with a one-line message.
+:class:`MetricInputError`, an :class:`~tfuad.errors.ArrayError` (so a
+:class:`~tfuad.errors.TfuadError` and a :class:`ValueError`) with a one-line
+message.
 
 Example:
     >>> check_count(2000, "resamples", minimum=1)
@@ -20,13 +21,13 @@ import numbers
 
 import numpy as np
 
-from tfuad.errors import TfuadError
+from tfuad.errors import ArrayError
 
 __all__ = ["MetricInputError", "check_count", "check_fraction", "check_seed", "same_shape", "as_mask",
            "finite_scores"]
 
 
-class MetricInputError(TfuadError, ValueError):
+class MetricInputError(ArrayError):
     """Arrays or options that a measure cannot be computed from (one-line message)."""
 
     def __init__(self, message: str):
