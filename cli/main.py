@@ -57,7 +57,7 @@ def _register():
 
     main.add_command(data_cmd.data)
     main.add_command(train_cmd.train)
-    for name in ("calibrate_cmd", "detect_cmd", "evaluate_cmd", "export_cmd", "preprocess_cmd"):
+    for name in ("calibrate_cmd", "detect_cmd", "evaluate_cmd", "export_cmd", "preprocess_cmd", "compare_cmd"):
         try:
             module = __import__(f"tfuad.cli.{name}", fromlist=["command"])
         except ModuleNotFoundError as err:
