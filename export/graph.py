@@ -66,6 +66,17 @@ def validate_slices(slices, slice_shape):
     return tf.debugging.assert_all_finite(slices, "slices contain NaN or infinite values")
 
 
+def finite(tensor, what: str):
+    """``tensor``, or ``tf.errors.InvalidArgumentError`` when it holds NaN or infinite values.
+
+    Slices far outside the training range (e.g. not normalised as the
+    preprocessing contract says) can make the network or the restoration
+    overflow; the request then fails instead of answering NaN.
+    """
+    return tf.debugging.assert_all_finite(
+        tensor, f"{what} is not finite: send slices normalised as assets.extra/tfuad_preprocess.json says")
+
+
 def brain_region(slices, background: float):
     """Boolean brain region of preprocessed slices: every pixel that differs from ``background``."""
     return tf.not_equal(slices, tf.constant(background, slices.dtype))
@@ -92,18 +103,18 @@ def signature_functions(method, *, threshold: float, restoration=None) -> dict:
 
     def reconstruct(slices):
         slices = validate_slices(slices, slice_shape)
-        return {"reconstruction": model.reconstruct(slices, training=False)}
+        return {"reconstruction": finite(model.reconstruct(slices, training=False), "reconstruction")}
 
     def restore(slices):
         slices = validate_slices(slices, slice_shape)
         lesion_map, restored = restoration.graph_maps(slices, brain_region(slices, background))
-        return {"restoration": restored, "lesion_map": lesion_map}
+        return {"restoration": finite(restored, "restoration"), "lesion_map": finite(lesion_map, "lesion_map")}
 
     def serving_default(slices):
         slices = validate_slices(slices, slice_shape)
         brain = brain_region(slices, background)
         maps, _ = method.graph_maps(slices, brain)
-        anomaly = tf.where(brain, maps, tf.zeros_like(maps))
+        anomaly = finite(tf.where(brain, maps, tf.zeros_like(maps)), "anomaly_map")
         return {"anomaly_map": anomaly, "mask": anomaly > threshold}
 
     functions = {"serving_default": serving_default, "reconstruct": reconstruct}
