@@ -36,8 +36,11 @@ def _check_size(ctx, param, value):
               help="Run directory: config, model, checkpoints, history and TensorBoard logs go here.")
 @click.option("--protocol", default=None,
               help="Assign train/calib/test splits from a named protocol (e.g. brats-healthy-slices).")
-@click.option("--epochs", default=150, show_default=True, help="Epochs (paper: 150; use a few for quick runs).")
-@click.option("--batch-size", default=8, show_default=True, help="Slices per batch (paper: 8).")
+@click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True,
+              help="Epochs (paper: 150; use a few for quick runs). With --resume: the new total; when the run "
+                   "has that many already, nothing is trained.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Slices per batch (paper: 8).")
 @click.option("--image-size", type=int, default=128, show_default=True, callback=_check_size,
               help="Side of the square slices: 128 or 256 as in the papers (any multiple of 32 works).")
 @click.option("--normalization", type=click.Choice(["percentile", "zscore"]), default=None,
@@ -54,8 +57,12 @@ def _check_size(ctx, param, value):
               help="Any other model constructor argument, e.g. -O latent_channels=64 (repeatable).")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
               show_default=True, help="tf.distribute strategy; multiworker reads the standard TF_CONFIG.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
-@click.option("--overwrite", is_flag=True, help="Replace the run in --out.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last completed epoch (its stored settings are used; "
+                   "MODEL must be the run's).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the tfuad run in --out (only tfuad's files are removed; a folder that is not a "
+                   "tfuad run, or a symbolic link, is refused).")
 def train(model, data_path, modality, run_dir, protocol, epochs, batch_size, image_size, normalization, standardize,
           seed, augment, clusters, latent_size, model_options, strategy, resume, overwrite):
     """Train MODEL on the healthy slices of a dataset's training subjects.

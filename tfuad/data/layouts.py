@@ -39,6 +39,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tfuad.data.splits import SPLITS
 from tfuad.errors import ConfigError, DatasetError, MissingModalityError
 
 __all__ = [
@@ -456,6 +457,11 @@ def _read_manifest(csv_path: Path, demo: bool) -> Dataset:
                     )
                 first_line[sid] = line
                 split = cells.get("split", "").strip().lower() or None
+                if split is not None and split not in SPLITS:
+                    raise DatasetError(
+                        csv_path, f"line {line}: split {cells['split'].strip()!r} of subject {sid!r} is not one "
+                        f"of {', '.join(SPLITS)} (or empty)"
+                    )
                 images = {}
                 for role, cell in cells.items():
                     if role not in _MANIFEST_FIELDS:
@@ -510,7 +516,8 @@ def read_manifest(csv_path) -> Dataset:
     Raises:
         DatasetError: naming the CSV file and line for a missing ``subject`` column,
             a duplicate subject id, a file that does not exist, a bad ``healthy``
-            value, a row without image, or a manifest without rows.
+            value, a ``split`` other than ``train``, ``calib``, ``test`` or empty,
+            a row without image, or a manifest without rows.
 
     Example:
         >>> # subject,split,flair,lesion_mask

@@ -142,7 +142,10 @@ class PreprocessOptions:
 
 @dataclass
 class Job:
-    """One subject to preprocess: its files and what the manifest says about it."""
+    """One subject to preprocess: its files and what the manifest says about it.
+
+    ``source`` is the manifest or folder the subject was listed in (named in errors).
+    """
 
     subject: str
     image: str
@@ -150,6 +153,39 @@ class Job:
     lesion_mask: str | None = None
     split: str | None = None
     healthy: bool | None = None
+    source: str | None = None
+
+
+def check_subject_id(subject, source=None) -> str:
+    """``subject`` if it can name an output folder and files inside ``--out``.
+
+    A subject id becomes ``OUT/<id>/<id>_<modality>.nii.gz`` and ``OUT/qc/<id>.png``,
+    so it must be a plain name: not empty, not ``.`` or ``..``, without path
+    separators (which also rules out absolute paths) or NUL characters.
+
+    Raises:
+        DatasetError: naming ``source`` (the manifest or folder) and the id.
+
+    Example:
+        >>> check_subject_id("sub-01")
+        'sub-01'
+        >>> check_subject_id("../../etc", "manifest.csv")
+        Traceback (most recent call last):
+        ...
+        tfuad.errors.DatasetError: manifest.csv: subject id '../../etc' cannot name an output folder (it holds a path separator)
+    """
+    text = subject if isinstance(subject, str) else ""
+    if not text.strip():
+        reason = "it is empty"
+    elif text in (".", ".."):
+        reason = f"{text!r} is not a name"
+    elif "/" in text or "\\" in text or os.sep in text or (os.altsep and os.altsep in text):
+        reason = "it holds a path separator"
+    elif "\0" in text:
+        reason = "it holds a NUL character"
+    else:
+        return text
+    raise DatasetError(source, f"subject id {subject!r} cannot name an output folder ({reason})")
 
 
 @dataclass
@@ -191,9 +227,9 @@ def jobs_from_inputs(inputs, modality: str) -> list:
             for s in discover(path).subjects:
                 image = s.images.get(modality)
                 jobs.append(Job(s.id, os.fspath(image) if image else "", _fs(s.brain_mask), _fs(s.lesion_mask),
-                                s.split, bool(s.healthy) if s.healthy else None))
+                                s.split, bool(s.healthy) if s.healthy else None, _fs(s.source or path)))
         else:
-            jobs.append(Job(_stem(path), os.fspath(path)))
+            jobs.append(Job(_stem(path), os.fspath(path), source=os.fspath(path)))
     seen = set()
     for job in jobs:
         if job.subject in seen:
@@ -478,6 +514,20 @@ def _fit_standardizer(out_dir: Path, records: dict, options: PreprocessOptions) 
     return standardizer.to_dict()
 
 
+def _valid_jobs(jobs: list, result: BatchResult, log) -> list:
+    """Jobs whose subject id can name output files; the others are failures of the batch, reported on one line."""
+    valid = []
+    for job in jobs:
+        try:
+            check_subject_id(job.subject, job.source or job.image or None)
+        except DatasetError as err:
+            result.failed[job.subject] = line = _error_line(job, err)
+            log(line)
+            continue
+        valid.append(job)
+    return valid
+
+
 def run_batch(jobs: list, out_dir, options: PreprocessOptions, *, workers: int = 1, progress: bool = True,
               log=print) -> BatchResult:
     """Preprocess subjects, each failure isolated; writes the outputs, manifest and QC montage.
@@ -501,9 +551,10 @@ def run_batch(jobs: list, out_dir, options: PreprocessOptions, *, workers: int =
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    result = BatchResult()
+    jobs = _valid_jobs(jobs, result, log)
     by_id = {j.subject: j for j in jobs}
     splits = _assign_splits(jobs, options)
-    result = BatchResult()
     standardizer = None
     if options.standardize == "apply":
         from tfuad.data.standardize import HistogramStandardizer

@@ -4,25 +4,75 @@ After every epoch :class:`EpochCheckpoint` writes the weights (model and
 optimiser state) to a new ``epoch-NNNN.weights.h5`` file through a temporary
 name, then atomically replaces ``state.json`` to point at it, then deletes the
 older file. A process killed at any instant leaves a ``state.json`` that names a
-complete weights file; only the unfinished epoch is lost.
+complete weights file; only the unfinished epoch is lost. What such a kill can
+leave behind (temporary files, a weights file ``state.json`` does not name yet)
+is removed by :func:`clean_stale_files` when the run resumes.
+
+``state.json`` names files of the checkpoint folder only: :func:`read_state`
+refuses any name that is not a plain file name there.
 """
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import keras
 
-from tfuad.data.nifti import atomic_path
-from tfuad.training.run import read_json, write_json
+from tfuad.errors import ConfigError
+from tfuad.files import atomic_path, read_json, write_json
+from tfuad.training.run import RUN_ENTRIES, is_temporary_of
 
-__all__ = ["EpochCheckpoint", "read_state", "restore_checkpoint"]
+__all__ = ["EpochCheckpoint", "read_state", "restore_checkpoint", "clean_stale_files", "WEIGHTS_KEYS"]
+
+#: Keys of ``state.json`` that name weights files in the checkpoint folder.
+WEIGHTS_KEYS = ("weights", "best_weights")
+#: The weights files tfuad writes into the checkpoint folder.
+_WEIGHTS_NAME = re.compile(r"(epoch|best)-\d{4,}\.weights\.h5")
+#: Glob patterns of every file written into the checkpoint folder.
+_CHECKPOINT_FILES = ("epoch-*.weights.h5", "best-*.weights.h5", "state.json")
+
+
+def _check_name(name, key: str, path: Path) -> str:
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\0" in name or Path(name).is_absolute()):
+        raise ConfigError(f"{path}: {key!r} must name a file inside {path.parent} (a plain file name), "
+                          f"got {name!r}")
+    return name
 
 
 def read_state(checkpoint_dir) -> dict | None:
-    """The last completed epoch's state, or ``None`` when there is none."""
+    """The last completed epoch's state, or ``None`` when there is none.
+
+    Raises:
+        ConfigError: ``state.json`` is not valid, or names a file outside the
+            checkpoint folder (a path, ``..``, an absolute name).
+    """
     path = Path(checkpoint_dir) / "state.json"
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    state = read_json(path)
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: not a checkpoint state (a JSON object is expected)")
+    epoch = state.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise ConfigError(f"{path}: 'epoch' must be a positive integer, got {epoch!r}")
+    if "weights" not in state:
+        raise ConfigError(f"{path}: missing key 'weights'")
+    for key in WEIGHTS_KEYS:
+        if key in state and state[key] is not None:
+            _check_name(state[key], key, path)
+    history = state.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(r, dict) and "epoch" in r for r in history):
+        raise ConfigError(f"{path}: 'history' must be a list of per-epoch records")
+    return state
+
+
+def _weights_file(checkpoint_dir, state: dict, key: str) -> Path:
+    path = Path(checkpoint_dir) / state[key]
+    if not path.is_file():
+        raise ConfigError(f"{Path(checkpoint_dir) / 'state.json'}: names {state[key]!r}, which is missing")
+    return path
 
 
 def restore_checkpoint(model, checkpoint_dir, warmup_batch) -> dict:
@@ -30,15 +80,46 @@ def restore_checkpoint(model, checkpoint_dir, warmup_batch) -> dict:
 
     Optimisers create their variables lazily, so one training step on
     ``warmup_batch`` builds them first; every variable it touched (weights,
-    batch-norm statistics, optimiser moments and iteration counters, seed
-    states) is then overwritten from the checkpoint.
+    batch-norm statistics, optimiser moments, iteration counters and learning
+    rates, seed states) is then overwritten from the checkpoint.
+
+    Raises:
+        ConfigError: no checkpoint, or ``state.json`` is invalid or names a missing file.
     """
     state = read_state(checkpoint_dir)
     if state is None:
-        raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint to resume from")
+        raise ConfigError(f"{checkpoint_dir}: no checkpoint to resume from")
+    weights = _weights_file(checkpoint_dir, state, "weights")
     model.train_on_batch(warmup_batch)
-    model.load_weights(Path(checkpoint_dir) / state["weights"])
+    model.load_weights(weights)
     return state
+
+
+def clean_stale_files(checkpoint_dir, run_dir=None) -> list:
+    """Remove what a killed run left behind; returns the removed paths.
+
+    That is every temporary file of :func:`tfuad.files.atomic_path` in the
+    checkpoint folder and (for ``model.keras``, ``history.csv``, ``config.json``
+    and the figures) in ``run_dir``, and every ``epoch-*``/``best-*`` weights
+    file that ``state.json`` does not name.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    removed = []
+    if checkpoint_dir.is_dir():
+        state = read_state(checkpoint_dir)
+        named = {state[k] for k in WEIGHTS_KEYS if state and state.get(k)}
+        for entry in checkpoint_dir.iterdir():
+            temporary = any(is_temporary_of(entry.name, pat) for pat in _CHECKPOINT_FILES)
+            unnamed = _WEIGHTS_NAME.fullmatch(entry.name) is not None and entry.name not in named
+            if (temporary or unnamed) and (entry.is_file() or entry.is_symlink()):
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    if run_dir is not None and Path(run_dir).is_dir():
+        for entry in Path(run_dir).iterdir():
+            if any(is_temporary_of(entry.name, pat) for pat in RUN_ENTRIES) and (entry.is_file() or entry.is_symlink()):
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -72,11 +153,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
                    self.checkpoint_dir / "state.json")
         if previous and previous.get("weights") != name:
             (self.checkpoint_dir / previous["weights"]).unlink(missing_ok=True)
-        self._write_history()
+        write_history(self.history, self.history_path)
 
-    def _write_history(self):
-        keys = sorted({k for r in self.history for k in r if k != "epoch"})
-        with atomic_path(self.history_path) as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["epoch", *keys])
-            writer.writeheader()
-            writer.writerows(self.history)
+
+def write_history(history: list, path) -> Path:
+    """Write per-epoch records as CSV (``epoch`` first, then the other columns sorted), atomically."""
+    keys = sorted({k for r in history for k in r if k != "epoch"})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["epoch", *keys])
+        writer.writeheader()
+        writer.writerows(history)
+    return Path(path)

@@ -1,5 +1,11 @@
 """Train a model of the zoo on the healthy slices of a dataset.
 
+:func:`train` runs five steps, each its own function: :func:`_setup` checks the
+run directory and the settings (and reads a stored run when resuming),
+:func:`_build_model` makes the model, :func:`_training_data` prepares the
+slices, :func:`_write_run_dir` records the run, :func:`_fit` trains and
+:func:`_save_model` writes ``model.keras``.
+
 Example:
     >>> from tfuad.data.layouts import discover
     >>> from tfuad.training import TrainConfig, train
@@ -11,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 
@@ -20,12 +25,14 @@ import numpy as np
 import tfuad
 from tfuad.data.splits import prepare_split, split_subjects
 from tfuad.errors import ConfigError, DatasetError
-from tfuad.training.run import RunDir, write_json
+from tfuad.files import atomic_path, write_json
+from tfuad.training.run import RunDir
 
 __all__ = ["TrainConfig", "train", "DEFAULT_NORMALIZATION"]
 
 #: Intensity normalisation each paper uses: Baur scales to [0, 1], Chen z-scores.
 DEFAULT_NORMALIZATION = {"vae": "zscore", "gmvae": "zscore"}
+_STRATEGIES = ("default", "mirrored", "multiworker")
 
 
 @dataclass
@@ -59,8 +66,63 @@ class TrainConfig:
     augment: bool = False
     strategy: str = "default"
 
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"training setting {name} must be a positive integer, got {value!r}")
+        if self.strategy not in _STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose default, mirrored or multiworker")
+
     def resolved_normalization(self) -> str:
         return self.normalization or DEFAULT_NORMALIZATION.get(self.model, "percentile")
+
+    @classmethod
+    def from_stored(cls, stored, source) -> TrainConfig:
+        """The config recorded in a run's ``config.json`` (``source``, named in errors).
+
+        Settings added to tfuad after the run was made take their defaults.
+
+        Raises:
+            ConfigError: not a mapping, an unknown setting, or a bad value.
+        """
+        if not isinstance(stored, dict):
+            raise ConfigError(f"{source}: 'training' must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(stored) - known)
+        if unknown or "model" not in stored:
+            problem = f"unknown setting(s) {', '.join(unknown)}" if unknown else "no 'model'"
+            raise ConfigError(f"{source}: 'training' has {problem}")
+        try:
+            return cls(**stored)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+
+@dataclass
+class _Setup:
+    """The validated inputs of one call of :func:`train`."""
+
+    run: RunDir
+    config: TrainConfig
+    pconfig: object
+    chief: bool
+    resume: bool
+    overwrite: bool
+    stats: dict | None = None      # stored intensity statistics (resume)
+    state: dict | None = None      # the checkpoint to continue from (resume)
+
+
+@dataclass
+class _Data:
+    """Training and validation slices and what they came from."""
+
+    x_train: np.ndarray
+    x_val: np.ndarray
+    stats: dict
+    prepared: list
+    val_prepared: list
+    skipped: list
 
 
 def _healthy_slices(prepared, pconfig):
@@ -142,18 +204,186 @@ def build_configured_model(cls, name: str, kwargs: dict):
         raise ConfigError(f"model {name!r}: {' '.join(str(err).split())}") from None
 
 
+# --------------------------------------------------------------------------- 1. setup and validation
+
+
 def _check_run_dir(run: RunDir, resume: bool, overwrite: bool):
+    """Refuse, before any work, a run directory that cannot serve the request."""
     if resume and overwrite:
         raise ConfigError("choose one of --resume and --overwrite")
     if resume:
         if not run.exists():
             raise ConfigError(f"{run.path}: nothing to resume (no config.json)")
-        return
-    if run.exists():
+    elif run.exists():
+        if not run.is_run():
+            run.check_replaceable()  # names the config's missing keys
         if not overwrite:
-            raise ConfigError(f"{run.path}: holds another run; pass --resume to continue it or --overwrite to replace it")
+            raise ConfigError(f"{run.path}: holds another run; pass --resume to continue it "
+                              "or --overwrite to replace it")
+        run.check_replaceable()
     elif not run.is_empty():
         raise ConfigError(f"{run.path}: folder is not empty and is not a tfuad run; choose another --out")
+    run.check_writable()
+
+
+def _setup(run_dir, dataset, config: TrainConfig, resume: bool, overwrite: bool, log) -> _Setup:
+    """Check the run directory, the request and (when resuming) the stored run; nothing is written."""
+    from tfuad.data.preprocessing import PreprocessConfig
+    from tfuad.training.checkpoint import clean_stale_files, read_state
+
+    run = RunDir(run_dir)
+    chief = is_chief(config.strategy)
+    if chief:
+        _check_run_dir(run, resume, overwrite)
+    setup = _Setup(run, config, None, chief, resume, overwrite)
+    if resume:
+        stored = run.config()
+        if str(config.model).lower() != stored["model"]:
+            raise ConfigError(f"{run.path}: holds a {stored['model']} run, not {config.model}; resume it with "
+                              f"'tfuad train {stored['model']} --resume' or choose another --out")
+        setup.config = TrainConfig.from_stored(stored["training"], run.config_path)
+        setup.config.epochs = config.epochs
+        setup.pconfig = run.preprocess_config()
+        setup.stats = stored.get("intensity_stats") or {}
+        if chief:
+            for path in clean_stale_files(run.checkpoint_dir, run.path):
+                log(f"removed {path.name}, left behind by an interrupted run")
+        setup.state = read_state(run.checkpoint_dir)
+    else:
+        setup.pconfig = PreprocessConfig(image_size=config.image_size, normalization=config.resolved_normalization(),
+                                         standardize=config.standardize)
+    modality = setup.config.modality
+    if modality not in dataset.modalities:
+        raise DatasetError(dataset.root, f"has no {modality!r} images (it has: {', '.join(dataset.modalities)})")
+    return setup
+
+
+def _epochs_done(setup: _Setup) -> int:
+    return int(setup.state["epoch"]) if setup.state else 0
+
+
+# --------------------------------------------------------------------------- 2. model
+
+
+def _build_model(config: TrainConfig, log):
+    """The compiled, built model and its distribution strategy."""
+    import keras
+
+    from tfuad.models import model_class
+
+    cls = model_class(config.model)
+    kwargs = {"image_size": config.image_size, **config.model_kwargs}
+    strategy = _strategy(config.strategy)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_configured_model(cls, config.model, kwargs)
+    if config.strategy == "multiworker":
+        _multiworker_safe_steps(model)
+    if strategy.num_replicas_in_sync > 1:
+        log(f"{config.strategy} strategy: {strategy.num_replicas_in_sync} replicas in sync")
+    with strategy.scope():
+        model.compile()
+        model.build_for_inference()
+    return model, strategy, kwargs
+
+
+# --------------------------------------------------------------------------- 3. data
+
+
+def _training_data(setup: _Setup, dataset, log) -> _Data:
+    """Healthy slices of the ``train`` subjects, and of the ``calib`` subjects for validation."""
+    config, pconfig = setup.config, setup.pconfig
+    train_subjects = split_subjects(dataset, "train")
+    val_subjects = split_subjects(dataset, "calib")
+    stats = setup.stats if setup.resume else _fit_stats(
+        [s for s in train_subjects if s.lesion_mask is not None or getattr(s, "healthy", False)],
+        config.modality, pconfig)
+    prepared, skipped = prepare_split(train_subjects, config.modality, pconfig, stats, log=log)
+    x_train = _healthy_slices(prepared, pconfig)
+    if len(x_train) == 0:
+        raise DatasetError(dataset.root, f"no healthy {config.modality} training slices "
+                           f"(training subjects: {len(train_subjects)}, skipped: {len(skipped)})")
+    val_prepared, _ = prepare_split(val_subjects, config.modality, pconfig, stats, log=log)
+    x_val = _healthy_slices(val_prepared, pconfig)
+    log(f"{len(x_train)} healthy training slices from {len(prepared)} subjects"
+        + (f", {len(x_val)} validation slices" if len(x_val) else ""))
+    return _Data(x_train, x_val, stats, prepared, val_prepared, skipped)
+
+
+# --------------------------------------------------------------------------- 4. the run directory
+
+
+def _write_run_dir(setup: _Setup, dataset, data: _Data, model_kwargs: dict, log):
+    """Replace an old run's files (``--overwrite``) and write ``config.json`` of a new run."""
+    run, config = setup.run, setup.config
+    if setup.overwrite and run.exists():  # only now that everything is validated
+        kept = run.clear()
+        if kept:
+            log(f"--overwrite kept what is not tfuad's in {run.path}: {', '.join(kept)}")
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_json({
+        "model": config.model,
+        "model_kwargs": model_kwargs,
+        "training": dataclasses.asdict(config),
+        "preprocess": setup.pconfig.to_dict(),
+        "intensity_stats": data.stats,
+        "data": {"root": os.fspath(dataset.root), "layout": dataset.layout, "modality": config.modality,
+                 "train_subjects": [p.volume.path for p in data.prepared],
+                 "val_subjects": [p.volume.path for p in data.val_prepared], "skipped": data.skipped,
+                 "n_train_slices": int(len(data.x_train)), "n_val_slices": int(len(data.x_val))},
+        "tfuad_version": tfuad.__version__,
+    }, run.config_path)
+
+
+# --------------------------------------------------------------------------- 5. fit and save
+
+
+def _fit(model, setup: _Setup, data: _Data, verbose, log) -> list:
+    """Train from the last checkpoint (if any) to ``config.epochs``; returns the per-epoch history."""
+    import keras
+
+    from tfuad.data.pipeline import slice_dataset
+    from tfuad.training.checkpoint import EpochCheckpoint, restore_checkpoint
+
+    config, run = setup.config, setup.run
+    train_ds = slice_dataset(data.x_train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+                             augment=config.augment)
+    val_ds = slice_dataset(data.x_val, batch_size=config.batch_size, shuffle=False) if len(data.x_val) else None
+    history, initial_epoch = [], 0
+    if setup.state:
+        state = restore_checkpoint(model, run.checkpoint_dir, data.x_train[: config.batch_size])
+        history, initial_epoch = state["history"], int(state["epoch"])
+        log(f"resuming {config.model} at epoch {initial_epoch + 1} of {config.epochs}")
+    ckpt = EpochCheckpoint(run.checkpoint_dir, run.history_path, history, enabled=setup.chief)
+    callbacks = [ckpt]
+    if setup.chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.log_dir)))
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=verbose, shuffle=False)
+    return ckpt.history
+
+
+def _save_model(model, run: RunDir):
+    with atomic_path(run.model_path) as tmp:
+        model.save(tmp)
+
+
+def _nothing_to_train(setup: _Setup, log) -> list:
+    """A resumed run that has its epochs already: say so, and write ``model.keras`` if it is missing."""
+    config, run, done = setup.config, setup.run, _epochs_done(setup)
+    log(f"{run.path}: already trained {done} epochs (--epochs {config.epochs}); nothing to train "
+        f"(pass --epochs above {done} to continue)")
+    if setup.chief and not run.model_path.is_file():
+        from tfuad.training.checkpoint import restore_checkpoint
+
+        model, _, _ = _build_model(config, log)
+        size = config.image_size
+        restore_checkpoint(model, run.checkpoint_dir, np.zeros((1, size, size, model.channels), np.float32))
+        _save_model(model, run)
+        log(f"wrote {run.model_path} from the last checkpoint")
+    return list(setup.state["history"])
 
 
 def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
@@ -167,102 +397,33 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
         run_dir: Output folder (see :class:`~tfuad.training.run.RunDir`).
         dataset: A :class:`~tfuad.data.layouts.Dataset`.
         config: The :class:`TrainConfig`. When resuming, the stored config is
-            used and only ``epochs`` is taken from this one.
-        resume: Continue from the last completed epoch.
-        overwrite: Replace an existing run in ``run_dir``.
+            used and only ``epochs`` is taken from this one; ``config.model``
+            must be the stored run's model.
+        resume: Continue from the last completed epoch. When the run has
+            ``config.epochs`` epochs already, nothing is trained (a line says
+            so) and ``model.keras`` is written if it is missing.
+        overwrite: Replace an existing tfuad run in ``run_dir`` (only tfuad's
+            own files are removed; a folder that is not a tfuad run, or a
+            symbolic link, is refused).
         verbose: Keras verbosity (default: progress bar on a terminal, one line per epoch otherwise).
+        log: Receives the progress lines.
 
     Returns:
         The training history as a list of per-epoch dicts.
+
+    Raises:
+        ConfigError: a run directory that cannot serve the request, a bad
+            setting, a damaged stored run.
+        DatasetError: the dataset lacks the modality or healthy training slices.
     """
-    import keras
-
-    from tfuad.data.pipeline import slice_dataset
-    from tfuad.data.preprocessing import PreprocessConfig
-    from tfuad.models import model_class
-    from tfuad.training.checkpoint import EpochCheckpoint, read_state, restore_checkpoint
-
-    run = RunDir(run_dir)
-    chief = is_chief(config.strategy)
-    if chief:
-        _check_run_dir(run, resume, overwrite)
-    if resume:
-        stored = run.config()
-        epochs = config.epochs
-        config = TrainConfig(**stored["training"])
-        config.epochs = epochs
-        pconfig = PreprocessConfig.from_dict(stored["preprocess"])
-    else:
-        pconfig = PreprocessConfig(image_size=config.image_size, normalization=config.resolved_normalization(),
-                                   standardize=config.standardize)
-    cls = model_class(config.model)
-    kwargs = {"image_size": config.image_size, **config.model_kwargs}
-    strategy = _strategy(config.strategy)
-    keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = build_configured_model(cls, config.model, kwargs)
-    if config.strategy == "multiworker":
-        _multiworker_safe_steps(model)
-    if strategy.num_replicas_in_sync > 1:
-        log(f"{config.strategy} strategy: {strategy.num_replicas_in_sync} replicas in sync")
-    if config.modality not in dataset.modalities:
-        raise DatasetError(dataset.root, f"has no {config.modality!r} images (it has: {', '.join(dataset.modalities)})")
-
-    train_subjects = split_subjects(dataset, "train")
-    val_subjects = split_subjects(dataset, "calib")
-    stats = run.config().get("intensity_stats", {}) if resume else _fit_stats(
-        [s for s in train_subjects if s.lesion_mask is not None or getattr(s, "healthy", False)],
-        config.modality, pconfig)
-    prepared, skipped = prepare_split(train_subjects, config.modality, pconfig, stats, log=log)
-    x_train = _healthy_slices(prepared, pconfig)
-    if len(x_train) == 0:
-        raise DatasetError(dataset.root, f"no healthy {config.modality} training slices "
-                           f"(training subjects: {len(train_subjects)}, skipped: {len(skipped)})")
-    val_prepared, _ = prepare_split(val_subjects, config.modality, pconfig, stats, log=log)
-    x_val = _healthy_slices(val_prepared, pconfig)
-    log(f"{len(x_train)} healthy training slices from {len(prepared)} subjects"
-        + (f", {len(x_val)} validation slices" if len(x_val) else ""))
-
-    if chief and overwrite and run.exists():  # only now that everything is validated
-        shutil.rmtree(run.path)
-    if chief and not resume:
-        run.path.mkdir(parents=True, exist_ok=True)
-        write_json({
-            "model": config.model,
-            "model_kwargs": kwargs,
-            "training": dataclasses.asdict(config),
-            "preprocess": pconfig.to_dict(),
-            "intensity_stats": stats,
-            "data": {"root": os.fspath(dataset.root), "layout": dataset.layout, "modality": config.modality,
-                     "train_subjects": [p.volume.path for p in prepared],
-                     "val_subjects": [p.volume.path for p in val_prepared], "skipped": skipped,
-                     "n_train_slices": int(len(x_train)), "n_val_slices": int(len(x_val))},
-            "tfuad_version": tfuad.__version__,
-        }, run.config_path)
-
-    train_ds = slice_dataset(x_train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
-                             augment=config.augment)
-    val_ds = slice_dataset(x_val, batch_size=config.batch_size, shuffle=False) if len(x_val) else None
-    with strategy.scope():
-        model.compile()
-        model.build_for_inference()
-    history, initial_epoch = [], 0
-    if resume and read_state(run.checkpoint_dir):
-        state = restore_checkpoint(model, run.checkpoint_dir, x_train[: config.batch_size])
-        history, initial_epoch = state["history"], int(state["epoch"])
-        log(f"resuming {config.model} at epoch {initial_epoch + 1} of {config.epochs}")
-    ckpt = EpochCheckpoint(run.checkpoint_dir, run.history_path, history, enabled=chief)
-    callbacks = [ckpt]
-    if chief:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.log_dir)))
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
-    if initial_epoch < config.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
-    if chief:
-        from tfuad.data.nifti import atomic_path
-
-        with atomic_path(run.model_path) as tmp:
-            model.save(tmp)
-    return ckpt.history
+    setup = _setup(run_dir, dataset, config, resume, overwrite, log)
+    if setup.state and _epochs_done(setup) >= setup.config.epochs:
+        return _nothing_to_train(setup, log)
+    model, _, model_kwargs = _build_model(setup.config, log)
+    data = _training_data(setup, dataset, log)
+    if setup.chief and not resume:
+        _write_run_dir(setup, dataset, data, model_kwargs, log)
+    history = _fit(model, setup, data, verbose, log)
+    if setup.chief:
+        _save_model(model, setup.run)
+    return history
