@@ -226,11 +226,15 @@ def test_warmup_requests_parse_and_replay(served):
 def test_malformed_requests_fail_in_the_graph(served):
     errors = served["report"]["1"]["errors"]
     assert len(errors) == 12
+    # finite input far outside the normalised range: the restoration overflows, and says so instead of
+    # answering NaN; the other signatures answer finite values or fail the same way
+    assert "restoration is not finite: send slices normalised" in errors["restore/huge"]
     for key, message in errors.items():
+        if key.endswith("/huge"):
+            assert message is None or "is not finite: send slices normalised" in message
+            continue
         assert message is not None, f"{key} was accepted"
-        if key.endswith("/huge"):  # finite input whose maps overflow: an error, not an answer of NaN
-            assert "is not finite: send slices normalised" in message
-        elif key.endswith("/nan"):
+        if key.endswith("/nan"):
             assert "slices contain NaN or infinite values" in message
         else:
             assert "is not compatible with expected shape [?,64,64,1]" in message
