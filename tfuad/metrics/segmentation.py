@@ -190,12 +190,11 @@ def lesion_detection_rate(pred, truth, connectivity: int = 3) -> float:
     >>> lesion_detection_rate(pred, truth)
     0.5
     """
+    from tfuad.metrics.lesionwise import lesion_detection
+
     pred, truth = (a.astype(bool, copy=False) for a in _as_arrays({"pred": pred, "truth": truth}))
-    labels, n_lesions = ndi.label(truth, structure=_connectivity_structure(connectivity, truth.ndim))
-    if n_lesions == 0:
-        return math.nan
-    hit = np.unique(labels[pred & (labels > 0)])
-    return hit.size / n_lesions
+    _connectivity_structure(connectivity, truth.ndim)  # the same refusal of a bad connectivity as before
+    return lesion_detection(pred, truth, connectivity=connectivity)["recall"]
 
 
 def auc_scores(scores, truth) -> tuple:

@@ -1,12 +1,19 @@
-"""Evaluation numbers: one row per subject and method, one summary per method, the results table.
+"""Evaluation numbers: one row per subject and method, one summary per method, the results tables.
 
 Per subject and method (:func:`subject_row`): AUROC, AUPRC and the oracle
-best Dice over the brain voxels, and at every calibrated threshold the Dice,
-the false-positive rate reached on the subject's non-lesion brain voxels, the
-lesion-wise detection rate and the segmented volume. Per method
-(:func:`method_summary`): Dice mean ± std over subjects, AUROC/AUPRC pooled
-over the brain voxels of all subjects (Chen et al. 2020). The oracle "best
-Dice" uses the test labels and is labelled as such.
+best Dice over the brain voxels; at every calibrated threshold the Dice, the
+false-positive rate reached on the subject's non-lesion brain voxels, the
+boundary distances HD95 and ASSD (mm), lesion-wise precision, recall and F1
+(3D components, a lesion counts as found when one predicted voxel touches it)
+and the segmented volume.
+
+Per method (:func:`method_summary`): every mean over subjects carries a
+percentile-bootstrap 95 % interval over subjects; AUROC/AUPRC pool the brain
+voxels of all subjects (Chen et al. 2020) with an interval from resampling
+subjects; slice-level AUROC/AP score each axial slice by the 99th percentile
+of its brain voxels (label: it holds lesion voxels), as sample-level
+benchmarks (MOOD, UPD) do. The oracle "best Dice" uses the test labels and
+is labelled as such.
 
 Example:
     >>> print(markdown_table([]).splitlines()[0])
@@ -21,11 +28,48 @@ import numpy as np
 
 from tfuad.files import atomic_path
 
-__all__ = ["TABLE_COLUMNS", "markdown_table", "subject_row", "method_summary", "write_rows_csv", "fmt"]
+__all__ = ["TABLE_COLUMNS", "MEASURE_COLUMNS", "Bootstrap", "markdown_table", "measures_table", "subject_row",
+           "method_summary", "write_rows_csv", "fmt"]
 
 #: Columns of the results table (README, benchmarks).
 TABLE_COLUMNS = ("method", "AUROC", "AUPRC", "Dice@p98", "DSC@1%", "DSC@5%", "DSC@10%",
                  "best Dice (oracle)", "s/slice")
+#: Columns of the table of other measures, at the 5 % FPR limit.
+MEASURE_COLUMNS = ("method", "FPR reached (limit 5 %)", "HD95 mm", "ASSD mm", "lesion precision", "lesion recall",
+                   "lesion F1", "slice AUROC", "slice AP")
+#: The threshold the measures table reports.
+MEASURE_KEY = "fpr@0.05"
+#: Per-threshold measures of a row, ``{row key prefix: summary name}``.
+_PER_THRESHOLD = {"dice": "dice", "fpr": "achieved_fpr", "hd95": "hd95", "assd": "assd",
+                  "lesion_precision": "lesion_precision", "lesion_recall": "lesion_recall", "lesion_f1": "lesion_f1"}
+
+
+class Bootstrap:
+    """How intervals are drawn: resamples, confidence and seed (recorded with every summary).
+
+    Args:
+        resamples: Bootstrap samples of the subjects.
+        confidence: Interval coverage.
+        seed: Seed of the random generator.
+    """
+
+    def __init__(self, resamples: int = 2000, confidence: float = 0.95, seed: int = 0):
+        self.resamples, self.confidence, self.seed = int(resamples), float(confidence), int(seed)
+
+    def to_dict(self) -> dict:
+        return {"resamples": self.resamples, "confidence": self.confidence, "seed": self.seed,
+                "method": "percentile bootstrap over subjects"}
+
+    def mean(self, values) -> dict:
+        """Mean with interval; infinite values (e.g. HD95 of an empty prediction) are left out and counted."""
+        from tfuad.metrics.uncertainty import bootstrap_mean
+
+        arr = np.asarray([math.nan if v is None else float(v) for v in values], float)
+        infinite = int(np.isinf(arr).sum())
+        result = bootstrap_mean(arr[~np.isinf(arr)], resamples=self.resamples, confidence=self.confidence,
+                                seed=self.seed)
+        result["n_infinite"] = infinite
+        return result
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -33,27 +77,46 @@ def fmt(x, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _mean_std(values) -> dict:
-    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], float)
-    return dict(zip(("mean", "std"), (float(arr.mean()), float(arr.std())) if arr.size else (math.nan, math.nan)))
+def _with_interval(stat: dict | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None or math.isnan(stat["mean"]):
+        return "n/a"
+    low, high = stat.get("low", math.nan), stat.get("high", math.nan)
+    interval = "" if math.isnan(low) else f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{stat['mean']:.{digits}f}{interval}"
+
+
+def _value_interval(stat: dict | None) -> str:
+    if not stat:
+        return "n/a"
+    return _with_interval({"mean": stat["value"], "low": stat.get("low", math.nan), "high": stat.get("high", math.nan)})
 
 
 def markdown_table(rows) -> str:
-    """Markdown results table from :func:`method_summary` dicts."""
+    """Markdown results table from :func:`method_summary` dicts: mean [95 % interval]."""
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     for r in rows:
-        def dice(key, r=r):
-            d = r["dice"].get(key)
-            return "n/a" if d is None else f"{fmt(d['mean'])} ± {fmt(d['std'])}"
-        lines.append("| " + " | ".join([
-            r["label"], fmt(r["auroc"]), fmt(r["auprc"]), dice("p98"), dice("fpr@0.01"), dice("fpr@0.05"),
-            dice("fpr@0.1"), f"{fmt(r['best_dice']['mean'])} ± {fmt(r['best_dice']['std'])}",
-            fmt(r["seconds_per_slice"], 4)]) + " |")
+        dice = [_with_interval(r["dice"].get(k)) for k in ("p98", "fpr@0.01", "fpr@0.05", "fpr@0.1")]
+        auc = [_value_interval(r[f"{name}_ci"]) if f"{name}_ci" in r else fmt(r[name]) for name in ("auroc", "auprc")]
+        lines.append("| " + " | ".join([r["label"], *auc, *dice, _with_interval(r["best_dice"]),
+                                        fmt(r["seconds_per_slice"], 4)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def measures_table(rows) -> str:
+    """Markdown table of the other measures at the 5 % FPR limit, from :func:`method_summary` dicts."""
+    lines = ["| " + " | ".join(MEASURE_COLUMNS) + " |", "|" + "---|" * len(MEASURE_COLUMNS)]
+    for r in rows:
+        def at(name, digits=3, r=r):
+            return _with_interval(r.get(name, {}).get(MEASURE_KEY), digits)
+        slices = r.get("slice_level") or {}
+        lines.append("| " + " | ".join([r["label"], at("achieved_fpr", 4), at("hd95", 1), at("assd", 2),
+                                        at("lesion_precision"), at("lesion_recall"), at("lesion_f1"),
+                                        fmt(slices.get("auroc")), fmt(slices.get("ap"))]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def subject_row(subject_id: str, method: str, score_map, truth, brain, thresholds: dict, segment, *,
-                slices: int, seconds: float) -> dict:
+                slices: int, seconds: float, spacing=None) -> dict:
     """The numbers of one subject for one method.
 
     Args:
@@ -66,8 +129,11 @@ def subject_row(subject_id: str, method: str, score_map, truth, brain, threshold
         segment: ``segment(score_map, threshold) -> mask`` (threshold and post-processing).
         slices: Slices scored (for the time per slice).
         seconds: Wall time of the maps.
+        spacing: Voxel sizes (mm) for the boundary distances.
     """
-    from tfuad.metrics.segmentation import dice, false_positive_rate, lesion_detection_rate, per_subject_metrics
+    from tfuad.metrics.boundary import boundary_metrics
+    from tfuad.metrics.lesionwise import lesion_detection
+    from tfuad.metrics.segmentation import dice, false_positive_rate, per_subject_metrics
 
     row = {"subject": subject_id, "method": method, "slices": int(slices), "seconds": float(seconds),
            "seconds_per_slice": float(seconds) / max(int(slices), 1)}
@@ -76,15 +142,17 @@ def subject_row(subject_id: str, method: str, score_map, truth, brain, threshold
         if i == 0:
             base = per_subject_metrics(score_map, pred, truth, brain)
             row.update({k: base[k] for k in ("auroc", "auprc", "best_dice", "lesion_voxels")})
-        row[f"dice@{key}"] = dice(pred, truth)
-        row[f"fpr@{key}"] = false_positive_rate(pred, truth, brain)
-        row[f"detected@{key}"] = lesion_detection_rate(pred, truth)
-        row[f"voxels@{key}"] = int(pred.sum())
+        boundary = boundary_metrics(pred, truth, spacing)
+        lesions = lesion_detection(pred, truth)
+        row.update({f"dice@{key}": dice(pred, truth), f"fpr@{key}": false_positive_rate(pred, truth, brain),
+                    f"hd95@{key}": boundary["hd95"], f"assd@{key}": boundary["assd"],
+                    f"lesion_precision@{key}": lesions["precision"], f"lesion_recall@{key}": lesions["recall"],
+                    f"lesion_f1@{key}": lesions["f1"], f"voxels@{key}": int(pred.sum())})
     return row
 
 
-def method_summary(method: str, label: str, rows, thresholds: dict, pooled_curve: dict, *,
-                   settings: dict | None = None) -> dict:
+def method_summary(method: str, label: str, rows, thresholds: dict, pooled, *, settings: dict | None = None,
+                   bootstrap: Bootstrap | None = None) -> dict:
     """Summary of one method over subjects (the rows :func:`subject_row` made for it).
 
     Args:
@@ -92,24 +160,36 @@ def method_summary(method: str, label: str, rows, thresholds: dict, pooled_curve
         label: Its row label.
         rows: Its per-subject rows.
         thresholds: Its calibrated thresholds.
-        pooled_curve: :func:`~tfuad.metrics.segmentation.curve_points` of the pooled brain voxels.
+        pooled: ``(maps, truths, brains)``: one volume of each per subject, for the pooled and
+            slice-level measures.
         settings: The method's calibrated settings (λ, schedule) to report.
+        bootstrap: How intervals are drawn (default: 2000 resamples, 95 %, seed 0).
     """
-    keys = list(thresholds)
+    from tfuad.metrics.sample import sample_level_auc
+    from tfuad.metrics.uncertainty import bootstrap_pooled_auc
+
+    boot = bootstrap or Bootstrap()
     settings = dict(settings or {})
-    return {
+    maps, truths, brains = pooled
+    pooled_auc = bootstrap_pooled_auc(maps, truths, brains, resamples=boot.resamples, confidence=boot.confidence,
+                                      seed=boot.seed)
+    summary = {
         "method": method, "label": label, "thresholds": thresholds,
         "lambda": settings.get("lambda"), "schedule": settings.get("schedule"),
-        "auroc": float(pooled_curve["auroc"]), "auprc": float(pooled_curve["auprc"]),
-        "dice": {k: _mean_std(r[f"dice@{k}"] for r in rows) for k in keys},
-        "achieved_fpr": {k: _mean_std(r[f"fpr@{k}"] for r in rows) for k in keys},
-        "lesion_detection_rate": {k: _mean_std(r[f"detected@{k}"] for r in rows)["mean"] for k in keys},
-        "best_dice": _mean_std(r["best_dice"] for r in rows),
+        "auroc": float(pooled_auc["auroc"]["value"]), "auprc": float(pooled_auc["auprc"]["value"]),
+        "auroc_ci": pooled_auc["auroc"], "auprc_ci": pooled_auc["auprc"],
+        "slice_level": sample_level_auc(maps, truths, brains, level="slice", reduce="p99"),
+        "best_dice": boot.mean(r["best_dice"] for r in rows),
         "best_dice_note": "oracle: best threshold chosen with the test labels; for comparison with the literature only",
-        "per_subject_auroc": _mean_std(r["auroc"] for r in rows),
+        "per_subject_auroc": boot.mean(r["auroc"] for r in rows),
         "seconds_per_slice": float(np.mean([r["seconds_per_slice"] for r in rows])),
         "seconds_per_volume": float(np.mean([r["seconds"] for r in rows])),
+        "bootstrap": boot.to_dict(),
+        "n_subjects": len(rows),
     }
+    for prefix, name in _PER_THRESHOLD.items():
+        summary[name] = {k: boot.mean(r[f"{prefix}@{k}"] for r in rows) for k in thresholds}
+    return summary
 
 
 def write_rows_csv(rows, path) -> None:

@@ -27,7 +27,8 @@ from tfuad.data.splits import labelled_test_subjects
 from tfuad.detection.detector import Detector
 from tfuad.errors import ConfigError
 from tfuad.files import atomic_path, ensure_writable_dir, write_json
-from tfuad.reports.tables import markdown_table, method_summary, subject_row, write_rows_csv
+from tfuad.reports.tables import Bootstrap, markdown_table, measures_table, method_summary, subject_row, \
+    write_rows_csv
 
 __all__ = ["evaluate_run", "calibrated_detectors"]
 
@@ -86,7 +87,8 @@ def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, l
             cal = det.calibration()
             result = det.run_volume(prep)
             row = subject_row(subject.id, method, result.map, prep.lesion_mask, prep.brain_mask, cal.thresholds,
-                              det.segment, slices=prep.slices.shape[0], seconds=result.seconds)
+                              det.segment, slices=prep.slices.shape[0], seconds=result.seconds,
+                              spacing=prep.volume.zooms)
             rows.append(row)
             for bucket, arr in zip(pooled[method], (result.map, prep.lesion_mask, prep.brain_mask)):
                 bucket.append(arr)
@@ -97,15 +99,15 @@ def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, l
     return rows, pooled, examples
 
 
-def _summaries(detectors: dict, rows, pooled):
+def _summaries(detectors: dict, rows, pooled, bootstrap: Bootstrap):
     from tfuad.metrics.segmentation import curve_points, pool_brain_voxels
 
     summaries, curves = [], {}
     for method, det in detectors.items():
-        points = curve_points(*pool_brain_voxels(*pooled[method]))
-        curves[det.method.label] = points
+        curves[det.method.label] = curve_points(*pool_brain_voxels(*pooled[method]))
         summaries.append(method_summary(method, det.method.label, [r for r in rows if r["method"] == method],
-                                        det.calibration().thresholds, points, settings=det.method.settings()))
+                                        det.calibration().thresholds, pooled[method],
+                                        settings=det.method.settings(), bootstrap=bootstrap))
     return summaries, curves
 
 
@@ -116,12 +118,20 @@ def _write_report(out: Path, summary: dict, rows, curves, examples, detectors: d
     model = summary["model"]
     write_json(summary, out / "summary.json")
     write_rows_csv(rows, out / "per_subject.csv")
+    boot = summary["bootstrap"]
     header = (f"# {model} on {summary['dataset']} ({summary['modality']}, {len(summary['subjects'])} test "
-              "subjects)\n\nDice: mean ± std over subjects at calibrated thresholds (98th percentile of healthy "
-              "training maps; FPR limits on healthy calibration voxels). best Dice uses the test labels "
-              "(oracle).\n\n")
+              f"subjects)\n\nMean over subjects [{boot['confidence']:.0%} interval: percentile bootstrap over "
+              f"subjects, {boot['resamples']} resamples, seed {boot['seed']}]. Dice at calibrated thresholds (98th "
+              "percentile of healthy training maps; FPR limits on healthy calibration voxels); AUROC/AUPRC pool "
+              "the brain voxels of all subjects, their interval resamples subjects. best Dice uses the test "
+              "labels (oracle).\n\n")
+    measures = ("\n## At the 5 % FPR limit\n\nFPR reached on the test subjects' non-lesion brain voxels, "
+                "boundary distances (mm; subjects without a segmentation are left out), lesion-wise scores (3D "
+                "components; a lesion is found when a segmented voxel touches it), and slice-level detection "
+                "(each slice scored by the 99th percentile of its brain voxels).\n\n")
     with atomic_path(out / "summary.md") as tmp:
-        Path(tmp).write_text(header + markdown_table(summary["methods"]))
+        Path(tmp).write_text(header + markdown_table(summary["methods"]) + measures
+                             + measures_table(summary["methods"]))
     plot_roc_pr(curves, out / "roc_pr.png", title=f"{model}: pooled brain voxels")
     last_key = list(first.calibration().thresholds)[-1]
     plot_dice_vs_lesion_size([{**r, "dice": r[f"dice@{last_key}"]} for r in rows if r["method"] == first_name],
@@ -134,8 +144,8 @@ def _write_report(out: Path, summary: dict, rows, curves, examples, detectors: d
 
 
 def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_intensity: bool = True,
-                 modality: str | None = None, batch_size: int | None = None, n_examples: int = 4, log=print,
-                 **options) -> dict:
+                 modality: str | None = None, batch_size: int | None = None, n_examples: int = 4,
+                 bootstrap: Bootstrap | None = None, log=print, **options) -> dict:
     """Evaluate a calibrated run on the labelled test subjects of ``dataset``.
 
     Args:
@@ -148,6 +158,7 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
         modality: Must match the model's modality (default: the model's).
         batch_size: Slices per batch.
         n_examples: Slices in the example grid.
+        bootstrap: How intervals are drawn (default: 2000 resamples, 95 %, seed 0).
         log: Receives progress lines.
         **options: Method options (MAP-TV: ``schedule``, ``max_steps``); they must agree with the calibration.
 
@@ -160,12 +171,13 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
     modality = _check_modality(detectors, modality)
     subjects = labelled_test_subjects(dataset, log)
     rows, pooled, examples = _score_subjects(detectors, subjects, modality, n_examples, log)
-    summaries, curves = _summaries(detectors, rows, pooled)
+    bootstrap = bootstrap or Bootstrap()
+    summaries, curves = _summaries(detectors, rows, pooled, bootstrap)
     first = next(iter(detectors.values()))
     summary = {
         "run": os.fspath(run_dir), "model": first.config["model"], "dataset": os.fspath(dataset.root),
         "layout": dataset.layout, "modality": modality, "subjects": [s.id for s in subjects],
-        "methods": summaries, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "methods": summaries, "bootstrap": bootstrap.to_dict(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     _write_report(out, summary, rows, curves, examples, detectors, log)
     return summary
