@@ -7,7 +7,9 @@ Pipeline::
     tfuad train MODEL    train a normative model on healthy slices
     tfuad calibrate      thresholds (98th percentile, FPR limits) and λ for MAP-TV
     tfuad detect         anomaly maps and lesion masks for new scans (NIfTI in, NIfTI out)
-    tfuad evaluate       metrics, tables and figures on a labelled dataset
+    tfuad evaluate       metrics with intervals, tables and figures on a labelled dataset
+    tfuad crossval MODEL k-fold cross-validation: train, calibrate and evaluate every fold, one report
+    tfuad compare        several evaluation reports side by side, with paired tests
     tfuad export         SavedModel with TF-Serving signatures
 """
 from __future__ import annotations
@@ -53,17 +55,21 @@ def main():
 
 
 def _register():
-    from tfuad.cli import data_cmd, train_cmd
+    from tfuad.cli import (
+        calibrate_cmd,
+        compare_cmd,
+        crossval_cmd,
+        data_cmd,
+        detect_cmd,
+        evaluate_cmd,
+        export_cmd,
+        preprocess_cmd,
+        train_cmd,
+    )
 
     main.add_command(data_cmd.data)
     main.add_command(train_cmd.train)
-    for name in ("calibrate_cmd", "detect_cmd", "evaluate_cmd", "export_cmd", "preprocess_cmd", "compare_cmd"):
-        try:
-            module = __import__(f"tfuad.cli.{name}", fromlist=["command"])
-        except ModuleNotFoundError as err:
-            if err.name != f"tfuad.cli.{name}":
-                raise
-            continue
+    for module in (calibrate_cmd, detect_cmd, evaluate_cmd, crossval_cmd, compare_cmd, export_cmd, preprocess_cmd):
         main.add_command(module.command)
 
 

@@ -1,11 +1,13 @@
 """Command-line options shared by several ``tfuad`` commands."""
 from __future__ import annotations
 
+import json
 import math
 
 import click
 
-__all__ = ["schedule_options", "batch_size_option", "method_option", "FPR"]
+__all__ = ["schedule_options", "batch_size_option", "method_option", "FPR", "training_options", "train_config",
+           "TRAINING_PARAMS"]
 
 
 class _Fraction(click.ParamType):
@@ -78,3 +80,88 @@ def batch_size_option(command):
     return click.option("--batch-size", type=click.IntRange(min=1), default=None,
                         help="Slices per batch [default: 32; map-tv: a whole volume at once where memory "
                              "allows, up to 160 slices of 128 × 128 pixels].")(command)
+
+
+def _parse_model_options(ctx, param, values):
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
+        try:
+            out[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = raw
+    return out
+
+
+def _check_size(ctx, param, value):
+    if value < 32 or value % 32:
+        raise click.BadParameter(f"{value} is not a multiple of 32 (use 128 or 256)", ctx=ctx, param=param)
+    return value
+
+
+#: The options that define a model and its training, shared by ``train`` and ``crossval``.
+_TRAINING_OPTIONS = (
+    click.option("--modality", default="flair", show_default=True, help="Modality to train on (flair, t2, t1, ...)."),
+    click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True,
+                 help="Largest number of epochs (paper: 150); training stops earlier when the validation loss "
+                      "stops improving (--patience). With --resume: the new cap; when the run has that many "
+                      "epochs already, or stopped early, nothing is trained."),
+    click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
+                 help="Stop after this many epochs without improvement of the validation loss (the training loss "
+                      "without validation slices); the learning rate is halved after half as many. The best "
+                      "epoch's weights are saved. 0: no plateaus, no early stop."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+                 help="Slices per batch (paper: 8)."),
+    click.option("--image-size", type=int, default=128, show_default=True, callback=_check_size,
+                 help="Side of the square slices: 128 or 256 as in the papers (any multiple of 32 works)."),
+    click.option("--normalization", type=click.Choice(["percentile", "zscore"]), default=None,
+                 help="Intensity normalisation [default: the model's: zscore for vae/gmvae (Chen), percentile for "
+                      "the others (Baur)]."),
+    click.option("--standardize/--no-standardize", default=False, show_default=True,
+                 help="Histogram standardisation (Nyúl-Udupa landmarks learned on the training subjects, stored "
+                      "with the model): the same tissue gets the same value across subjects and scanners."),
+    click.option("--seed", default=0, show_default=True, help="Seed for weights, shuffling and augmentation."),
+    click.option("--augment/--no-augment", default=True, show_default=True,
+                 help="Augment the training slices: left-right flip, rotation (±10°), scale (±10%), shift (±4%), "
+                      "intensity scale (±10%) and gamma (0.8-1.25); the background is kept."),
+    click.option("--figure-every", type=click.IntRange(min=0), default=10, show_default=True,
+                 help="Redraw RUN/reconstructions.png and RUN/loss_curves.png every N epochs (0: only at the end)."),
+    click.option("--clusters", type=int, default=None, help="gmvae: number of mixture components (paper: 3, 6, 9)."),
+    click.option("--latent-size", type=int, default=None,
+                 help="sae/svae/saegan/anovaegan: side of the spatial bottleneck (default image-size/16; paper 8 "
+                      "or 16 at 256)."),
+    click.option("-O", "--model-option", "model_options", multiple=True, callback=_parse_model_options,
+                 metavar="KEY=VALUE", help="Any other model constructor argument, e.g. -O latent_channels=64 "
+                                           "(repeatable)."),
+)
+#: The parameter names :func:`training_options` adds.
+TRAINING_PARAMS = ("modality", "epochs", "patience", "batch_size", "image_size", "normalization", "standardize",
+                   "seed", "augment", "figure_every", "clusters", "latent_size", "model_options")
+
+
+def training_options(command):
+    """The options of a model and its training (see :func:`train_config`)."""
+    for option in reversed(_TRAINING_OPTIONS):
+        command = option(command)
+    return command
+
+
+def train_config(model: str, params: dict, **extra):
+    """The :class:`~tfuad.training.trainer.TrainConfig` of ``model`` from :func:`training_options` values.
+
+    Args:
+        model: Model name.
+        params: The command's parameters; the :data:`TRAINING_PARAMS` are taken from it.
+        **extra: Further ``TrainConfig`` fields (e.g. ``strategy``).
+    """
+    from tfuad.training import TrainConfig
+
+    kwargs = dict(params["model_options"])
+    for key in ("clusters", "latent_size"):
+        if params[key] is not None:
+            kwargs[key] = params[key]
+    fields = {k: params[k] for k in TRAINING_PARAMS if k not in ("model_options", "clusters", "latent_size")}
+    fields["modality"] = fields["modality"].lower()
+    return TrainConfig(model=model.lower(), model_kwargs=kwargs, **fields, **extra)

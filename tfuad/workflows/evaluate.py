@@ -30,7 +30,7 @@ from tfuad.files import atomic_path, ensure_writable_dir, write_json
 from tfuad.reports.tables import Bootstrap, markdown_table, measures_table, method_summary, subject_row, \
     write_rows_csv
 
-__all__ = ["evaluate_run", "calibrated_detectors"]
+__all__ = ["evaluate_run", "evaluate_folds", "calibrated_detectors"]
 
 #: The reference row added whenever the run was calibrated for it.
 REFERENCE_METHOD = "intensity"
@@ -73,13 +73,12 @@ def _check_modality(detectors: dict, modality: str | None) -> str:
     return trained
 
 
-def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, log):
-    """Per-subject rows, pooled voxels per method, and example slices of the first method."""
+def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, log, rows, pooled, examples):
+    """Append per-subject rows, pooled volumes per method, and example slices of the first method."""
     from tqdm.auto import tqdm
 
     first_name = next(iter(detectors))
     first = detectors[first_name]
-    rows, pooled, examples = [], {m: ([], [], []) for m in detectors}, []
     for subject in tqdm(subjects, desc="evaluating", unit="subject"):
         prep = first.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
                              lesion_mask_path=subject.lesion_mask)
@@ -96,10 +95,10 @@ def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, l
                 examples.extend(_example_rows(prep, result, det, n_examples - len(examples), subject.id))
             log(f"{subject.id} [{method}]: AUROC {row['auroc']:.3f}, best Dice {row['best_dice']:.3f}, "
                 f"{result.seconds:.1f} s")
-    return rows, pooled, examples
 
 
 def _summaries(detectors: dict, rows, pooled, bootstrap: Bootstrap):
+    """One summary per method over every subject of every fold (thresholds: the first fold's keys)."""
     from tfuad.metrics.segmentation import curve_points, pool_brain_voxels
 
     summaries, curves = [], {}
@@ -143,9 +142,7 @@ def _write_report(out: Path, summary: dict, rows, curves, examples, detectors: d
     log(f"wrote {out / 'summary.md'}")
 
 
-def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_intensity: bool = True,
-                 modality: str | None = None, batch_size: int | None = None, n_examples: int = 4,
-                 bootstrap: Bootstrap | None = None, log=print, **options) -> dict:
+def evaluate_run(run_dir, dataset, out_dir, **kwargs) -> dict:
     """Evaluate a calibrated run on the labelled test subjects of ``dataset``.
 
     Args:
@@ -153,9 +150,26 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
         dataset: :class:`~tfuad.data.layouts.Dataset`; its ``test`` split (or,
             without splits, every subject with a lesion mask) is scored.
         out_dir: Report folder (the only place written to).
-        methods: Methods to score; those the run is not calibrated for are left out with a message.
-        include_intensity: Add the intensity-threshold reference row when the run is calibrated for it.
-        modality: Must match the model's modality (default: the model's).
+        **kwargs: As :func:`evaluate_folds`.
+
+    Returns:
+        The summary dict also written to ``summary.json``.
+    """
+    return evaluate_folds([(run_dir, dataset)], out_dir, **kwargs)
+
+
+def evaluate_folds(folds, out_dir, *, methods=("residual",), include_intensity: bool = True,
+                   modality: str | None = None, batch_size: int | None = None, n_examples: int = 4,
+                   bootstrap: Bootstrap | None = None, log=print, **options) -> dict:
+    """One report over several runs, each scoring the test subjects of its own dataset (cross-validation).
+
+    Args:
+        folds: ``[(run_dir, dataset)]``; every labelled test subject of a fold's dataset is scored by
+            that fold's run only (a subject tested by two folds is refused).
+        out_dir: Report folder (the only place written to).
+        methods: Methods to score; those a run is not calibrated for are left out with a message.
+        include_intensity: Add the intensity-threshold reference row when the runs are calibrated for it.
+        modality: Must match the models' modality (default: the models').
         batch_size: Slices per batch.
         n_examples: Slices in the example grid.
         bootstrap: How intervals are drawn (default: 2000 resamples, 95 %, seed 0).
@@ -166,21 +180,44 @@ def evaluate_run(run_dir, dataset, out_dir, *, methods=("residual",), include_in
         The summary dict also written to ``summary.json``.
     """
     out = ensure_writable_dir(out_dir)
-    detectors = calibrated_detectors(run_dir, methods, include_reference=include_intensity, batch_size=batch_size,
-                                     log=log, **options)
-    modality = _check_modality(detectors, modality)
-    subjects = labelled_test_subjects(dataset, log)
-    rows, pooled, examples = _score_subjects(detectors, subjects, modality, n_examples, log)
+    plans = _plans(folds, methods, include_intensity, batch_size, log, options)
+    modality = _check_modality(plans[0][0], modality)
+    rows, pooled, examples = [], {m: ([], [], []) for m in plans[0][0]}, []
+    for detectors, subjects in plans:
+        _score_subjects(detectors, subjects, modality, n_examples, log, rows, pooled, examples)
     bootstrap = bootstrap or Bootstrap()
-    summaries, curves = _summaries(detectors, rows, pooled, bootstrap)
-    first = next(iter(detectors.values()))
+    first = plans[0][0]
+    summaries, curves = _summaries(first, rows, pooled, bootstrap)
+    runs = [os.fspath(run_dir) for run_dir, _ in folds]
+    datasets = sorted({os.fspath(dataset.root) for _, dataset in folds})
     summary = {
-        "run": os.fspath(run_dir), "model": first.config["model"], "dataset": os.fspath(dataset.root),
-        "layout": dataset.layout, "modality": modality, "subjects": [s.id for s in subjects],
-        "methods": summaries, "bootstrap": bootstrap.to_dict(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "run": runs[0] if len(runs) == 1 else runs, "model": next(iter(first.values())).config["model"],
+        "dataset": datasets[0] if len(datasets) == 1 else datasets, "layout": folds[0][1].layout,
+        "modality": modality, "subjects": [s.id for _, subjects in plans for s in subjects],
+        "folds": len(folds), "methods": summaries, "bootstrap": bootstrap.to_dict(),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    _write_report(out, summary, rows, curves, examples, detectors, log)
+    _write_report(out, summary, rows, curves, examples, first, log)
     return summary
+
+
+def _plans(folds, methods, include_intensity, batch_size, log, options) -> list:
+    """``[(detectors, test subjects)]`` per fold, checked to score the same methods and distinct subjects."""
+    plans, seen = [], {}
+    for run_dir, dataset in folds:
+        detectors = calibrated_detectors(run_dir, methods, include_reference=include_intensity,
+                                         batch_size=batch_size, log=log, **options)
+        subjects = labelled_test_subjects(dataset, log)
+        if plans and list(detectors) != list(plans[0][0]):
+            raise ConfigError(f"{run_dir}: calibrated for {', '.join(detectors)}, but the first fold for "
+                              f"{', '.join(plans[0][0])}; calibrate every fold alike")
+        for s in subjects:
+            if s.id in seen:
+                raise ConfigError(f"{dataset.root}: subject {s.id!r} is tested by two folds ({seen[s.id]} and "
+                                  f"{run_dir})")
+            seen[s.id] = run_dir
+        plans.append((detectors, subjects))
+    return plans
 
 
 def _example_rows(prep, result, det, n, subject_id):

@@ -1,0 +1,107 @@
+"""Cross-validation: every labelled case tested once, by a model that never saw it.
+
+For each of ``k`` folds over the labelled cases (:mod:`tfuad.data.folds`): a
+model is trained on the healthy slices of the other folds' training cases
+(and the healthy-only subjects), calibrated on the other folds' calibration
+cases (thresholds, λ), and scores the fold's own cases. One report then
+merges the folds: every mean and pooled measure over all cases, with
+bootstrap intervals over subjects.
+
+Layout of the output folder::
+
+    OUT/folds.json        the folds (subject → split per fold) and their settings
+    OUT/fold-<i>/         the run of fold i (a run directory: config, model, calibrations)
+    OUT/report/           the merged evaluation (summary.md, summary.json, per_subject.csv, figures)
+
+Every step is resumable: a rerun continues unfinished training, calibrates
+only what is missing or was made for other weights, and evaluates again.
+
+Example:
+    >>> cfg = TrainConfig(model="vae", modality="flair", epochs=40)                  # doctest: +SKIP
+    >>> crossval(discover("brats18"), "cv/vae", cfg, k=7, methods=("map-tv",))      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tfuad.data.folds import cross_validation_folds, fold_table
+from tfuad.errors import ConfigError
+from tfuad.files import ensure_writable_dir, read_json, write_json
+from tfuad.training.run import RunDir
+from tfuad.workflows.calibrate import calibrate_run
+from tfuad.workflows.evaluate import evaluate_folds
+
+__all__ = ["crossval", "FOLDS_FILE"]
+
+#: The record of the folds in the output folder.
+FOLDS_FILE = "folds.json"
+
+
+def _record_folds(out: Path, folds, settings: dict) -> None:
+    """Write the folds, or check that an earlier run of this folder made the same ones."""
+    record = {"settings": settings, "folds": fold_table(folds)}
+    path = out / FOLDS_FILE
+    if path.is_file():
+        if read_json(path) != record:
+            raise ConfigError(f"{path}: this folder holds a cross-validation with other folds or settings; "
+                              "choose another --out")
+        return
+    write_json(record, path)
+
+
+def _calibrated(run: RunDir, method: str) -> bool:
+    """Whether the run holds a calibration of ``method`` made for its current weights."""
+    path = run.calibration_path(method)
+    if not path.is_file():
+        return False
+    weights = read_json(path).get("weights")
+    return method == "intensity" or weights == run.weights_fingerprint()
+
+
+def _train_and_calibrate(run: RunDir, fold, config, methods, calibration: dict, log) -> None:
+    from tfuad.training.trainer import train
+
+    train(run.path, fold, config, resume=run.exists(), log=log)
+    for method in methods:
+        if not _calibrated(run, method):
+            calibrate_run(run.path, fold, method=method, log=log, **calibration)
+
+
+def crossval(dataset, out_dir, config, *, k: int = 5, seed: int = 0, calib_per_fold: int = 1,
+             healthy_calib: int = 0, methods=("residual", "intensity"), calibration: dict | None = None,
+             evaluation: dict | None = None, log=print) -> dict:
+    """Train, calibrate and evaluate ``k`` folds; write one merged report.
+
+    Args:
+        dataset: A :class:`~tfuad.data.layouts.Dataset` with labelled cases (its own splits are replaced).
+        out_dir: Output folder (see the module docstring).
+        config: The :class:`~tfuad.training.trainer.TrainConfig` of every fold's model.
+        k: Number of folds.
+        seed: Seed of the folds.
+        calib_per_fold: Labelled cases of the other folds that calibrate each fold.
+        healthy_calib: Healthy-only subjects that calibrate every fold.
+        methods: Methods to calibrate and evaluate (``intensity`` is the reference row).
+        calibration: Keyword arguments of :func:`~tfuad.workflows.calibrate.calibrate_run`
+            (``fprs``, ``postprocess``, ``schedule``, ...).
+        evaluation: Keyword arguments of :func:`~tfuad.workflows.evaluate.evaluate_folds`
+            (``bootstrap``, ``batch_size``, ...).
+        log: Receives progress lines.
+
+    Returns:
+        The merged report's summary.
+    """
+    out = ensure_writable_dir(out_dir)
+    folds = cross_validation_folds(dataset, k, seed=seed, calib_per_fold=calib_per_fold,
+                                   healthy_calib=healthy_calib)
+    _record_folds(out, folds, {"k": k, "seed": seed, "calib_per_fold": calib_per_fold,
+                               "healthy_calib": healthy_calib, "dataset": str(dataset.root)})
+    runs = []
+    for i, fold in enumerate(folds):
+        run = RunDir(out / f"fold-{i}")
+        tested = ", ".join(s.id for s in fold if s.split == "test")
+        log(f"fold {i + 1} of {k}: testing {tested}")
+        _train_and_calibrate(run, fold, config, methods, dict(calibration or {}), log)
+        runs.append((run.path, fold))
+    learned = [m for m in methods if m != "intensity"]
+    return evaluate_folds(runs, out / "report", methods=learned or methods,
+                          include_intensity="intensity" in methods, log=log, **dict(evaluation or {}))
