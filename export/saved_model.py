@@ -199,23 +199,34 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
     run.config()
     name = _check_name(name if name is not None else run.path.resolve().name)
     model_dir = ensure_writable_dir(export_base) / name
-    version = next_version(model_dir) if version is None else _check_version(version)
-    final = model_dir / str(version)
-    if final.exists():
-        raise ConfigError(f"{final}: version {version} of model {name!r} exists already; versions are never "
-                          f"overwritten (leave out --version to write version {next_version(model_dir)})")
-
+    version = _free_version(model_dir, name, version)
     plan = export_plan(run.path, method=method, fpr=fpr, lam=lam, schedule=schedule, max_steps=max_steps)
-    model = plan.detector.model
     for scoring in (plan.detector.method, plan.restoration):
         if scoring is not None:
             scoring.build()  # compiled loops built before tracing, reused by the signatures
-    slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
     functions = signature_functions(plan.detector.method, threshold=plan.threshold, restoration=plan.restoration)
     signatures = {key: {"inputs": [INPUT_NAME], "outputs": list(SIGNATURE_OUTPUTS[key])} for key in functions}
     metadata = _metadata(name, version, plan, signatures)
-    background = plan.detector.pconfig.background_value
+    final = _write_version(model_dir, version, name, plan, functions, metadata, warmup)
+    return ExportedModel(path=final, name=name, version=version, signatures=tuple(functions), metadata=metadata)
 
+
+def _free_version(model_dir: Path, name: str, version: int | None) -> int:
+    """The version to write: the one asked for, or 1 + the highest; an existing one is refused."""
+    version = next_version(model_dir) if version is None else _check_version(version)
+    if (model_dir / str(version)).exists():
+        raise ConfigError(f"{model_dir / str(version)}: version {version} of model {name!r} exists already; "
+                          f"versions are never overwritten (leave out --version to write version "
+                          f"{next_version(model_dir)})")
+    return version
+
+
+def _write_version(model_dir: Path, version: int, name: str, plan: ExportPlan, functions: dict, metadata: dict,
+                   warmup: bool) -> Path:
+    """Build the version in a hidden folder beside its place, then rename it into place."""
+    model = plan.detector.model
+    slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
+    final = model_dir / str(version)
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".{version}.{uuid.uuid4().hex}.tmp"  # not numeric: servers ignore it
     tmp.mkdir()
@@ -224,7 +235,7 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
         (tmp / PREPROCESS_FILE).parent.mkdir(exist_ok=True)
         write_json(metadata, tmp / PREPROCESS_FILE)
         if warmup:
-            batch = warmup_slices(slice_shape[0], background, slice_shape[2])
+            batch = warmup_slices(slice_shape[0], plan.detector.pconfig.background_value, slice_shape[2])
             write_warmup_requests(tmp / WARMUP_FILE, name, {key: {INPUT_NAME: batch} for key in functions})
         if final.exists():
             raise ConfigError(f"{final}: version {version} of model {name!r} appeared during the export")
@@ -232,4 +243,4 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return ExportedModel(path=final, name=name, version=version, signatures=tuple(functions), metadata=metadata)
+    return final

@@ -241,42 +241,60 @@ def plot_example_grid(rows_of_slices: Sequence[Mapping], out_png,
     ``cmaps`` (default: ``residual`` in ``inferno``) share one range across
     rows, from 0 (negative scores shown as 0) to the largest value.
 
-    Parameters
-    ----------
-    rows_of_slices : sequence of dict
-        ``{column: 2D array}`` per row, arrays being axial slices
-        ``data[:, :, z]`` (oriented by :func:`axial_to_display`); masks as
-        ``bool`` arrays.
-    out_png : path
-    columns : sequence of str, optional
-        Keys to show, in order; the first is the background image.
-    row_labels : sequence of str, optional
-        One label per row (e.g. subject and slice).
-    cmaps : dict, optional
-        Colour maps of non-binary columns, updating :data:`DEFAULT_CMAPS`.
-    title : str, optional
-        Figure title.
+    Args:
+        rows_of_slices: ``{column: 2D array}`` per row, arrays being axial slices
+            ``data[:, :, z]`` (oriented by :func:`axial_to_display`); masks as ``bool`` arrays.
+        out_png: The PNG file.
+        columns: Keys to show, in order; the first is the background image.
+        row_labels: One label per row (e.g. subject and slice).
+        cmaps: Colour maps of non-binary columns, updating :data:`DEFAULT_CMAPS`.
+        title: Figure title.
 
-    Returns
-    -------
-    pathlib.Path
+    Returns:
+        The PNG path.
 
-    Examples
-    --------
-    >>> import numpy as np, tempfile, os
-    >>> x = np.random.default_rng(0).random((32, 32)); seg = x > 0.9
-    >>> row = {"input": x, "reconstruction": x, "residual": x, "segmentation": seg, "ground truth": seg}
-    >>> plot_example_grid([row], os.path.join(tempfile.mkdtemp(), "g.png")).name
-    'g.png'
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> x = np.random.default_rng(0).random((32, 32)); seg = x > 0.9
+        >>> row = {"input": x, "reconstruction": x, "residual": x, "segmentation": seg, "ground truth": seg}
+        >>> plot_example_grid([row], os.path.join(tempfile.mkdtemp(), "g.png")).name
+        'g.png'
     """
     out = check_png(out_png)
-    rows = list(rows_of_slices)
     columns = list(columns)
+    grid = _grid_cells(list(rows_of_slices), columns, row_labels)
+    cmaps = {**DEFAULT_CMAPS, **(cmaps or {})}
+    mask_columns = _mask_columns(grid, columns)
+    ranges = {c: _shared_range(grid, c) for c in columns if c in cmaps and c not in mask_columns}
+    colours = dict(zip(mask_columns, cycle(CONTOUR_COLOURS)))
+    fig = new_figure(2.1 * len(columns), 2.1 * len(grid) + (0.6 if title else 0.3))
+    axes = fig.subplots(len(grid), len(columns), squeeze=False)
+    for i, row in enumerate(grid):
+        window = _window(row[columns[0]])
+        for j, c in enumerate(columns):
+            ax = axes[i, j]
+            _blank_axes(ax)
+            if c in mask_columns:
+                ax.imshow(row[columns[0]], cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
+                _draw_contour(ax, row[c], colours[c])
+            else:
+                lo, hi = ranges.get(c, window)
+                ax.imshow(row[c], cmap=cmaps.get(c, "gray"), vmin=lo, vmax=hi, interpolation="nearest")
+            if i == 0:
+                ax.set_title(c, fontsize="medium", color=colours.get(c, "black"))
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[i]), fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return save_figure(fig, out)
+
+
+def _grid_cells(rows: list, columns: list, row_labels) -> list:
+    """The rows' slices, checked and oriented for display."""
     if not rows or not columns:
         raise ArrayError("the grid needs at least one row and one column")
     if row_labels is not None and len(row_labels) != len(rows):
         raise ArrayError(f"{len(row_labels)} row labels for {len(rows)} rows")
-    cmaps = {**DEFAULT_CMAPS, **(cmaps or {})}
     grid = []
     for i, row in enumerate(rows):
         missing = [c for c in columns if c not in row]
@@ -289,42 +307,29 @@ def plot_example_grid(rows_of_slices: Sequence[Mapping], out_png,
         if cells[columns[0]].dtype == bool:
             raise ArrayError(f"the first column {columns[0]!r} is the background image and cannot be a mask")
         grid.append({c: axial_to_display(a) for c, a in cells.items()})
-    mask_columns = [c for c in columns if all(r[c].dtype == bool for r in grid)]
-    mixed = [c for c in columns if c not in mask_columns and any(r[c].dtype == bool for r in grid)]
+    return grid
+
+
+def _mask_columns(grid: list, columns: list) -> list:
+    """The columns that are masks in every row (a column that is a mask in some rows only is refused)."""
+    masks = [c for c in columns if all(r[c].dtype == bool for r in grid)]
+    mixed = [c for c in columns if c not in masks and any(r[c].dtype == bool for r in grid)]
     if mixed:
         raise ArrayError(f"column(s) {mixed} are masks in some rows but not in others")
-    colours = dict(zip(mask_columns, cycle(CONTOUR_COLOURS)))
-    ranges = {}
-    for c in columns:
-        if c in cmaps and c not in mask_columns:
-            hi = max(float(r[c].max()) for r in grid)
-            lo = 0.0 if hi > 0 else min(float(r[c].min()) for r in grid)
-            ranges[c] = (lo, hi if hi > lo else lo + 1.0)
+    return masks
 
-    fig = new_figure(2.1 * len(columns), 2.1 * len(rows) + (0.6 if title else 0.3))
-    axes = fig.subplots(len(rows), len(columns), squeeze=False)
-    for i, row in enumerate(grid):
-        base = row[columns[0]]
-        lo, hi = np.percentile(base, [0.5, 99.5])
-        window = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
-        for j, c in enumerate(columns):
-            ax = axes[i, j]
-            _blank_axes(ax)
-            if c in mask_columns:
-                ax.imshow(base, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
-                _draw_contour(ax, row[c], colours[c])
-            elif c in ranges:
-                ax.imshow(row[c], cmap=cmaps[c], vmin=ranges[c][0], vmax=ranges[c][1], interpolation="nearest")
-            else:
-                ax.imshow(row[c], cmap=cmaps.get(c, "gray"), vmin=window[0], vmax=window[1],
-                          interpolation="nearest")
-            if i == 0:
-                ax.set_title(c, fontsize="medium", color=colours.get(c, "black"))
-            if j == 0 and row_labels is not None:
-                ax.set_ylabel(str(row_labels[i]), fontsize="small")
-    if title:
-        fig.suptitle(title, fontsize="medium")
-    return save_figure(fig, out)
+
+def _shared_range(grid: list, column: str) -> tuple:
+    """One display range of a coloured column across rows: 0 (or the minimum) to the largest value."""
+    hi = max(float(r[column].max()) for r in grid)
+    lo = 0.0 if hi > 0 else min(float(r[column].min()) for r in grid)
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def _window(image: np.ndarray) -> tuple:
+    """Grey window of a row: its background image's 0.5th to 99.5th percentile."""
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
 
 
 def _overview_slices(image: np.ndarray, segmentation: np.ndarray, n_slices: int) -> list:
@@ -494,20 +499,11 @@ def reconstruction_comparison(image, reconstructions: Mapping, *, truth=None, pa
     >>> len(fig.axes)          # 2 rows x 3 columns + 2 colour bars
     8
     """
-    if not isinstance(reconstructions, Mapping) or not reconstructions:
-        raise ArrayError("reconstruction_comparison needs at least one reconstruction")
     out = None if path is None else check_png(path)
-    x = _model_slice(image, "image").astype(np.float32)
-    recons = {str(k): _model_slice(v, f"reconstruction {k!r}").astype(np.float32)
-              for k, v in reconstructions.items()}
-    mask = None if truth is None else _model_slice(truth, "truth").astype(bool)
-    shapes = {"image": x.shape, **{f"reconstruction {k!r}": r.shape for k, r in recons.items()},
-              **({} if mask is None else {"truth": mask.shape})}
-    if len(set(shapes.values())) > 1:
-        raise ArrayError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+    x, recons, mask = _comparison_inputs(image, reconstructions, truth)
     residuals = {k: np.abs(x - r) for k, r in recons.items()}
-    lo, hi = (float(v) for v in np.percentile(x, [0.5, 99.5]))
-    grey = dict(cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1.0, interpolation="nearest")
+    lo, hi = _window(x)
+    grey = dict(cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
     top = max(float(np.percentile(r, 99.9)) for r in residuals.values())  # a few outlier pixels do not set the scale
     heat = dict(cmap="inferno", vmin=0.0, vmax=top if top > 0 else 1.0, interpolation="nearest")
 
@@ -540,6 +536,21 @@ def reconstruction_comparison(image, reconstructions: Mapping, *, truth=None, pa
     if out is not None:
         save_figure(fig, out)
     return fig
+
+
+def _comparison_inputs(image, reconstructions, truth) -> tuple:
+    """The slice, the reconstructions and the mask of :func:`reconstruction_comparison`, checked."""
+    if not isinstance(reconstructions, Mapping) or not reconstructions:
+        raise ArrayError("reconstruction_comparison needs at least one reconstruction")
+    x = _model_slice(image, "image").astype(np.float32)
+    recons = {str(k): _model_slice(v, f"reconstruction {k!r}").astype(np.float32)
+              for k, v in reconstructions.items()}
+    mask = None if truth is None else _model_slice(truth, "truth").astype(bool)
+    shapes = {"image": x.shape, **{f"reconstruction {k!r}": r.shape for k, r in recons.items()},
+              **({} if mask is None else {"truth": mask.shape})}
+    if len(set(shapes.values())) > 1:
+        raise ArrayError("shape mismatch: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+    return x, recons, mask
 
 
 def plot_convergence(curves: Mapping, out_png, *, title: str | None = None,

@@ -81,11 +81,11 @@ class RunDir:
         """The calibration file of a scoring method."""
         return self.path / f"calibration-{method}.json"
 
-    def figure_path(self, name: str) -> Path:
-        """A figure drawn into the run (``name`` is a plain file name)."""
-        if Path(name).name != name or not name.endswith(".png"):
-            raise ConfigError(f"{self.path}: figure name {name!r} is not a plain .png file name")
-        return self.path / name
+    def curve_path(self, setting: str) -> Path:
+        """The figure of a setting chosen at calibration (``lambda`` → ``lambda_curve.png``)."""
+        if not setting.isidentifier():
+            raise ConfigError(f"{self.path}: {setting!r} cannot name a calibration curve")
+        return self.path / f"{setting}_curve.png"
 
     def weights_fingerprint(self) -> str:
         """SHA-256 of ``model.keras``: calibrations store it and are refused once the weights change."""

@@ -90,7 +90,7 @@ def _method_settings(detector: Detector, calib, lambda_slices: int, log) -> dict
     settings = detector.method.calibrate_settings(slices, brains, log=log)
     curve = settings.pop("curve", None)
     if curve:
-        path = plot_selection_curve(curve, detector.run.figure_path(curve["file"]))
+        path = plot_selection_curve(curve, detector.run.curve_path(curve["setting"]))
         log(f"selection curve: {path}")
     return settings
 

@@ -132,8 +132,8 @@ class ScoringMethod:
         Returns:
             JSON-ready settings, stored in the calibration's ``extra`` and given
             back to :meth:`configure` at detection time. A ``"curve"`` entry
-            ``{"x": name, "y": name, "values": {x: y}, "chosen": x}`` is drawn
-            beside the calibration.
+            ``{"x": name, "y": name, "values": {x: y}, "chosen": x, "setting": name}``
+            is drawn beside the calibration (the run's ``<setting>_curve.png``).
         """
         return {}
 

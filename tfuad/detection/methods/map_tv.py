@@ -114,7 +114,7 @@ class MapTVMethod(ScoringMethod):
         return {**self.settings(), "lambda_curve": {str(k): float(v) for k, v in curve.items()},
                 "curve": {"x": "λ (TV weight)", "y": "mean ℓ1 change on healthy slices",
                           "values": {str(k): float(v) for k, v in curve.items()}, "chosen": float(best),
-                          "file": "lambda_curve.png"}}
+                          "setting": "lambda"}}
 
     def settings(self) -> dict:
         from tfuad.detection.restoration import schedule_config
