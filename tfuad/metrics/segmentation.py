@@ -28,7 +28,6 @@ from scipy import ndimage as ndi
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from tfuad.arrays import check_real_finite
-
 from tfuad.errors import ArrayError
 
 __all__ = [
@@ -74,22 +73,17 @@ def _connectivity_structure(connectivity, ndim: int) -> np.ndarray:
 def dice(pred, truth) -> float:
     """Dice similarity coefficient ``2|P∩T| / (|P| + |T|)`` of two binary masks.
 
-    Parameters
-    ----------
-    pred, truth : array_like of bool, same shape
-        Non-zero entries are foreground.
+    Args:
+        pred, truth: Non-zero entries are foreground.
 
-    Returns
-    -------
-    float
-        In [0, 1]; NaN when both masks are empty (the Dice is undefined there).
+    Returns:
+        float: In [0, 1]; NaN when both masks are empty (the Dice is undefined there).
 
-    Examples
-    --------
-    >>> dice([1, 1, 0, 0], [1, 0, 0, 0])
-    0.6666666666666666
-    >>> dice([0, 0], [0, 0])
-    nan
+    Example:
+        >>> dice([1, 1, 0, 0], [1, 0, 0, 0])
+        0.6666666666666666
+        >>> dice([0, 0], [0, 0])
+        nan
     """
     pred, truth = (a.astype(bool, copy=False) for a in _as_arrays({"pred": pred, "truth": truth}))
     total = int(pred.sum()) + int(truth.sum())
@@ -103,10 +97,9 @@ def false_positive_rate(pred, truth, brain_mask) -> float:
 
     Returns NaN if there is no healthy brain voxel.
 
-    Examples
-    --------
-    >>> false_positive_rate([1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1])
-    0.3333333333333333
+    Example:
+        >>> false_positive_rate([1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1])
+        0.3333333333333333
     """
     pred, truth, brain = (a.astype(bool, copy=False) for a in
                           _as_arrays({"pred": pred, "truth": truth, "brain mask": brain_mask}))
@@ -118,10 +111,9 @@ def false_positive_rate(pred, truth, brain_mask) -> float:
 def true_positive_rate(pred, truth) -> float:
     """Fraction of lesion voxels predicted positive (sensitivity); NaN without lesion voxels.
 
-    Examples
-    --------
-    >>> true_positive_rate([1, 1, 0, 0], [1, 0, 0, 1])
-    0.5
+    Example:
+        >>> true_positive_rate([1, 1, 0, 0], [1, 0, 0, 1])
+        0.5
     """
     pred, truth = (a.astype(bool, copy=False) for a in _as_arrays({"pred": pred, "truth": truth}))
     n = int(np.count_nonzero(truth))
@@ -137,21 +129,16 @@ def best_dice(scores, truth) -> float:
     every distinct cut (tied scores are always kept together) is evaluated
     from cumulative true-positive counts. Small components are not removed.
 
-    Parameters
-    ----------
-    scores : array_like
-        Anomaly scores (any shape, e.g. the brain voxels of a subject).
-    truth : array_like of bool, same shape
+    Args:
+        scores: Anomaly scores (any shape, e.g. the brain voxels of a subject).
+        truth: Array_like of bool, same shape.
 
-    Returns
-    -------
-    float
-        NaN if ``truth`` has no positive voxel (Dice undefined or 0 for every cut).
+    Returns:
+        float: NaN if ``truth`` has no positive voxel (Dice undefined or 0 for every cut).
 
-    Examples
-    --------
-    >>> best_dice([0.1, 0.9, 0.8, 0.3], [0, 1, 0, 0])
-    1.0
+    Example:
+        >>> best_dice([0.1, 0.9, 0.8, 0.3], [0, 1, 0, 0])
+        1.0
     """
     scores, truth = _as_arrays({"scores": scores, "truth": truth})
     scores = _as_scores(scores).ravel()
@@ -169,26 +156,21 @@ def best_dice(scores, truth) -> float:
 def lesion_detection_rate(pred, truth, connectivity: int = 3) -> float:
     """Fraction of ground-truth lesions (connected components) hit by at least one predicted voxel.
 
-    Parameters
-    ----------
-    pred, truth : array_like of bool, same shape
-    connectivity : int, optional
-        ``1`` .. ``ndim``; for 3D, ``3`` means 26-connected lesions
-        (see :func:`scipy.ndimage.generate_binary_structure`).
+    Args:
+        pred, truth: Array_like of bool, same shape.
+        connectivity: ``1`` .. ``ndim``; for 3D, ``3`` means 26-connected lesions
+            (see :func:`scipy.ndimage.generate_binary_structure`).
 
-    Returns
-    -------
-    float
-        NaN if ``truth`` has no lesion.
+    Returns:
+        float: NaN if ``truth`` has no lesion.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> truth = np.zeros((6, 6, 6), bool)
-    >>> truth[0, 0, 0] = truth[4, 4, 4] = True   # two lesions
-    >>> pred = np.zeros_like(truth); pred[4, 4, 4] = True
-    >>> lesion_detection_rate(pred, truth)
-    0.5
+    Example:
+        >>> import numpy as np
+        >>> truth = np.zeros((6, 6, 6), bool)
+        >>> truth[0, 0, 0] = truth[4, 4, 4] = True   # two lesions
+        >>> pred = np.zeros_like(truth); pred[4, 4, 4] = True
+        >>> lesion_detection_rate(pred, truth)
+        0.5
     """
     from tfuad.metrics.lesionwise import lesion_detection
 
@@ -200,20 +182,16 @@ def lesion_detection_rate(pred, truth, connectivity: int = 3) -> float:
 def auc_scores(scores, truth) -> tuple:
     """Area under the ROC curve and average precision (AUPRC) with scikit-learn.
 
-    Parameters
-    ----------
-    scores : array_like
-    truth : array_like of bool, same shape; must contain both classes.
+    Args:
+        scores: Array_like.
+        truth: Array_like of bool, same shape; must contain both classes..
 
-    Returns
-    -------
-    (float, float)
-        ``(auroc, auprc)``.
+    Returns:
+        (float, float): ``(auroc, auprc)``.
 
-    Examples
-    --------
-    >>> auc_scores([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
-    (0.75, 0.8333333333333333)
+    Example:
+        >>> auc_scores([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+        (0.75, 0.8333333333333333)
     """
     scores, truth = _as_arrays({"scores": scores, "truth": truth})
     scores = _as_scores(scores).ravel()
@@ -228,22 +206,17 @@ def auc_scores(scores, truth) -> tuple:
 def pool_brain_voxels(scores_list, truths_list, masks_list) -> tuple:
     """Concatenate the brain voxels of several subjects (for pooled curves).
 
-    Parameters
-    ----------
-    scores_list, truths_list, masks_list : sequences of array_like
-        One score map, lesion mask and brain mask per subject; shapes must
-        match within a subject.
+    Args:
+        scores_list, truths_list, masks_list: One score map, lesion mask and brain mask per subject; shapes must
+            match within a subject.
 
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        1D scores and boolean labels of all brain voxels.
+    Returns:
+        (numpy.ndarray, numpy.ndarray): 1D scores and boolean labels of all brain voxels.
 
-    Examples
-    --------
-    >>> s, t = pool_brain_voxels([[0.2, 0.9]], [[0, 1]], [[1, 1]])
-    >>> s.tolist(), t.tolist()
-    ([0.2, 0.9], [False, True])
+    Example:
+        >>> s, t = pool_brain_voxels([[0.2, 0.9]], [[0, 1]], [[1, 1]])
+        >>> s.tolist(), t.tolist()
+        ([0.2, 0.9], [False, True])
     """
     lists = [list(scores_list), list(truths_list), list(masks_list)]
     if len({len(x) for x in lists}) != 1:
@@ -263,10 +236,9 @@ def pool_brain_voxels(scores_list, truths_list, masks_list) -> tuple:
 def pooled_auc(scores_list, truths_list, masks_list) -> tuple:
     """AUROC and AUPRC over the brain voxels of all subjects together (Chen et al. 2020).
 
-    Examples
-    --------
-    >>> pooled_auc([[0.1, 0.8], [0.3, 0.2]], [[0, 1], [1, 0]], [[1, 1], [1, 1]])
-    (1.0, 1.0)
+    Example:
+        >>> pooled_auc([[0.1, 0.8], [0.3, 0.2]], [[0, 1], [1, 0]], [[1, 1], [1, 1]])
+        (1.0, 1.0)
     """
     return auc_scores(*pool_brain_voxels(scores_list, truths_list, masks_list))
 
@@ -280,33 +252,25 @@ def per_subject_metrics(score_map, pred, truth, brain_mask, *, connectivity: int
     brain voxels of ``score_map``. Undefined entries are NaN (e.g. ``dice``
     and ``tpr`` of a subject without lesion and without prediction).
 
-    Parameters
-    ----------
-    score_map : array_like
-        Continuous anomaly map.
-    pred : array_like of bool
-        Binary segmentation.
-    truth : array_like of bool
-        Lesion mask.
-    brain_mask : array_like of bool
-    connectivity : int, optional
-        Lesion connectivity, see :func:`lesion_detection_rate`.
+    Args:
+        score_map: Continuous anomaly map.
+        pred: Binary segmentation.
+        truth: Lesion mask.
+        brain_mask: Array_like of bool.
+        connectivity: Lesion connectivity, see :func:`lesion_detection_rate`.
 
-    Returns
-    -------
-    dict
-        ``dice``, ``fpr``, ``tpr``, ``lesion_detection_rate``, ``auroc``,
-        ``auprc``, ``best_dice`` (floats), ``lesion_voxels``,
-        ``predicted_voxels`` (ints).
+    Returns:
+        dict: ``dice``, ``fpr``, ``tpr``, ``lesion_detection_rate``, ``auroc``,
+            ``auprc``, ``best_dice`` (floats), ``lesion_voxels``,
+            ``predicted_voxels`` (ints).
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> truth = np.zeros((5, 5, 5), bool); truth[1:3, 1:3, 1:3] = True
-    >>> score = truth.astype(np.float32)
-    >>> m = per_subject_metrics(score, score > 0.5, truth, np.ones_like(truth))
-    >>> m["dice"], m["fpr"], m["lesion_voxels"]
-    (1.0, 0.0, 8)
+    Example:
+        >>> import numpy as np
+        >>> truth = np.zeros((5, 5, 5), bool); truth[1:3, 1:3, 1:3] = True
+        >>> score = truth.astype(np.float32)
+        >>> m = per_subject_metrics(score, score > 0.5, truth, np.ones_like(truth))
+        >>> m["dice"], m["fpr"], m["lesion_voxels"]
+        (1.0, 0.0, 8)
     """
     score_map, pred, truth, brain = _as_arrays(
         {"score map": score_map, "pred": pred, "truth": truth, "brain mask": brain_mask})
@@ -350,27 +314,22 @@ def summarize(per_subject_rows: Sequence[Mapping]) -> dict:
     Each statistic is ``{"mean", "std", "n"}`` over the subjects where the
     metric is defined (finite); ``n`` says how many.
 
-    Parameters
-    ----------
-    per_subject_rows : sequence of dict
-        Rows of :func:`per_subject_metrics`, optionally with a ``"subject"`` id.
+    Args:
+        per_subject_rows: Rows of :func:`per_subject_metrics`, optionally with a ``"subject"`` id.
 
-    Returns
-    -------
-    dict
-        ``{"n_subjects", "with_lesions": {"n", "subjects", <metric>: stats, ...},
-        "without_lesions": {"n", "subjects", "fpr": stats, "predicted_voxels": stats}}``.
+    Returns:
+        dict: ``{"n_subjects", "with_lesions": {"n", "subjects", <metric>: stats, ...},
+            "without_lesions": {"n", "subjects", "fpr": stats, "predicted_voxels": stats}}``.
 
-    Examples
-    --------
-    >>> rows = [{"subject": "a", "dice": 0.5, "fpr": 0.01, "lesion_voxels": 10, "predicted_voxels": 9},
-    ...         {"subject": "b", "dice": 0.7, "fpr": 0.03, "lesion_voxels": 20, "predicted_voxels": 25},
-    ...         {"subject": "c", "dice": float("nan"), "fpr": 0.02, "lesion_voxels": 0, "predicted_voxels": 4}]
-    >>> s = summarize(rows)
-    >>> round(s["with_lesions"]["dice"]["mean"], 3), round(s["with_lesions"]["dice"]["std"], 3)
-    (0.6, 0.1)
-    >>> s["without_lesions"]["n"], s["without_lesions"]["fpr"]["mean"]
-    (1, 0.02)
+    Example:
+        >>> rows = [{"subject": "a", "dice": 0.5, "fpr": 0.01, "lesion_voxels": 10, "predicted_voxels": 9},
+        ...         {"subject": "b", "dice": 0.7, "fpr": 0.03, "lesion_voxels": 20, "predicted_voxels": 25},
+        ...         {"subject": "c", "dice": float("nan"), "fpr": 0.02, "lesion_voxels": 0, "predicted_voxels": 4}]
+        >>> s = summarize(rows)
+        >>> round(s["with_lesions"]["dice"]["mean"], 3), round(s["with_lesions"]["dice"]["std"], 3)
+        (0.6, 0.1)
+        >>> s["without_lesions"]["n"], s["without_lesions"]["fpr"]["mean"]
+        (1, 0.02)
     """
     rows = list(per_subject_rows)
     if not rows:
@@ -412,11 +371,10 @@ def roc_points(scores, truth, max_points: int = 2000) -> tuple:
     If the curve has more than ``max_points`` points, evenly spaced points
     (always including both ends) are kept.
 
-    Examples
-    --------
-    >>> fpr, tpr = roc_points([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
-    >>> fpr.tolist(), tpr.tolist()
-    ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
+    Example:
+        >>> fpr, tpr = roc_points([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+        >>> fpr.tolist(), tpr.tolist()
+        ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
     """
     scores, truth = _pool_for_curve(scores, truth)
     fpr, tpr, _ = roc_curve(truth, scores)
@@ -428,11 +386,10 @@ def pr_points(scores, truth, max_points: int = 2000) -> tuple:
 
     Subsampled like :func:`roc_points`.
 
-    Examples
-    --------
-    >>> recall, precision = pr_points([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
-    >>> recall.tolist()
-    [1.0, 1.0, 0.5, 0.5, 0.0]
+    Example:
+        >>> recall, precision = pr_points([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+        >>> recall.tolist()
+        [1.0, 1.0, 0.5, 0.5, 0.0]
     """
     scores, truth = _pool_for_curve(scores, truth)
     precision, recall, _ = precision_recall_curve(truth, scores)
@@ -452,17 +409,14 @@ def _pool_for_curve(scores, truth) -> tuple:
 def curve_points(scores, truth, max_points: int = 2000) -> dict:
     """ROC and PR points with AUROC, AUPRC and prevalence, ready for :func:`~tfuad.reports.plot_roc_pr`.
 
-    Returns
-    -------
-    dict
-        ``fpr``, ``tpr``, ``recall``, ``precision`` (arrays) and ``auroc``,
-        ``auprc``, ``prevalence`` (floats).
+    Returns:
+        dict: ``fpr``, ``tpr``, ``recall``, ``precision`` (arrays) and ``auroc``,
+            ``auprc``, ``prevalence`` (floats).
 
-    Examples
-    --------
-    >>> c = curve_points([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
-    >>> c["auroc"], c["prevalence"]
-    (0.75, 0.5)
+    Example:
+        >>> c = curve_points([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+        >>> c["auroc"], c["prevalence"]
+        (0.75, 0.5)
     """
     scores, truth = _pool_for_curve(scores, truth)
     fpr, tpr = roc_points(scores, truth, max_points)

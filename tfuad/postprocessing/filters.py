@@ -77,25 +77,19 @@ def _check_connectivity(connectivity, ndim: int = 3) -> int:
 def median_filter_3d(volume, size: int = 5) -> np.ndarray:
     """Median filter a volume with a ``size``×``size``×``size`` window.
 
-    Parameters
-    ----------
-    volume : array_like, shape (X, Y, Z)
-        Residual (or any anomaly score) volume.
-    size : int, optional
-        Odd window side in voxels; ``1`` returns an unfiltered float32 copy.
+    Args:
+        volume: Residual (or any anomaly score) volume.
+        size: Odd window side in voxels; ``1`` returns an unfiltered float32 copy.
 
-    Returns
-    -------
-    numpy.ndarray of float32
-        The filtered volume. Borders use SciPy's ``"reflect"`` mode.
+    Returns:
+        numpy.ndarray of float32: The filtered volume. Borders use SciPy's ``"reflect"`` mode.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> v = np.zeros((7, 7, 7), np.float32)
-    >>> v[3, 3, 3] = 9.0                      # a single salt voxel
-    >>> float(median_filter_3d(v, size=3).max())
-    0.0
+    Example:
+        >>> import numpy as np
+        >>> v = np.zeros((7, 7, 7), np.float32)
+        >>> v[3, 3, 3] = 9.0                      # a single salt voxel
+        >>> float(median_filter_3d(v, size=3).max())
+        0.0
     """
     volume = _as_numeric_volume(volume, "volume").astype(np.float32, copy=False)
     size = _check_median_size(size)
@@ -113,24 +107,19 @@ def erode_mask(mask, iterations: int = 3) -> np.ndarray:
     boundary (it is the edge of the field of view), so a mask touching the
     array border is eroded only from its inner boundary.
 
-    Parameters
-    ----------
-    mask : array_like, shape (X, Y, Z)
-        Brain mask; non-zero voxels are brain.
-    iterations : int, optional
-        Voxel layers to remove; ``0`` returns the mask unchanged (as bool).
+    Args:
+        mask: Brain mask; non-zero voxels are brain.
+        iterations: Voxel layers to remove; ``0`` returns the mask unchanged (as bool).
 
-    Returns
-    -------
-    numpy.ndarray of bool
+    Returns:
+        numpy.ndarray of bool
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> cube = np.zeros((12, 12, 12), bool)
-    >>> cube[2:10, 2:10, 2:10] = True        # side 8
-    >>> int(erode_mask(cube, iterations=2).sum()) == 4 ** 3
-    True
+    Example:
+        >>> import numpy as np
+        >>> cube = np.zeros((12, 12, 12), bool)
+        >>> cube[2:10, 2:10, 2:10] = True        # side 8
+        >>> int(erode_mask(cube, iterations=2).sum()) == 4 ** 3
+        True
     """
     mask = _as_volume(mask, "mask").astype(bool, copy=False)
     iterations = _check_int(iterations, "erosion iterations", 0)
@@ -143,29 +132,23 @@ def erode_mask(mask, iterations: int = 3) -> np.ndarray:
 def remove_small_components(binary, min_size: int = 6, connectivity: int = 3) -> np.ndarray:
     """Remove 3D connected components with fewer than ``min_size`` voxels.
 
-    Parameters
-    ----------
-    binary : array_like, shape (X, Y, Z)
-        Binary segmentation; non-zero voxels are foreground.
-    min_size : int, optional
-        Smallest component size kept; ``0`` or ``1`` keeps everything.
-    connectivity : int, optional
-        Neighbourhood as in :func:`scipy.ndimage.generate_binary_structure`:
-        ``1`` = face (6-), ``2`` = face or edge (18-), ``3`` = any touching
-        voxel (26-connected).
+    Args:
+        binary: Binary segmentation; non-zero voxels are foreground.
+        min_size: Smallest component size kept; ``0`` or ``1`` keeps everything.
+        connectivity: Neighbourhood as in :func:`scipy.ndimage.generate_binary_structure`:
+            ``1`` = face (6-), ``2`` = face or edge (18-), ``3`` = any touching
+            voxel (26-connected).
 
-    Returns
-    -------
-    numpy.ndarray of bool
+    Returns:
+        numpy.ndarray of bool
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> seg = np.zeros((9, 9, 9), bool)
-    >>> seg[1, 1, 1:6] = True                # 5 voxels: removed
-    >>> seg[6, 6, 0:6] = True                # 6 voxels: kept
-    >>> int(remove_small_components(seg, min_size=6).sum())
-    6
+    Example:
+        >>> import numpy as np
+        >>> seg = np.zeros((9, 9, 9), bool)
+        >>> seg[1, 1, 1:6] = True                # 5 voxels: removed
+        >>> seg[6, 6, 0:6] = True                # 6 voxels: kept
+        >>> int(remove_small_components(seg, min_size=6).sum())
+        6
     """
     binary = _as_volume(binary, "binary segmentation").astype(bool, copy=False)
     min_size = _check_int(min_size, "min_size", 0)
@@ -183,22 +166,16 @@ def remove_small_components(binary, min_size: int = 6, connectivity: int = 3) ->
 class PostprocessConfig:
     """Settings of :func:`postprocess_map` and :func:`segment`.
 
-    Parameters
-    ----------
-    median_size : int
-        Odd side of the median window; ``1`` disables the filter.
-    erosion_iterations : int
-        Voxel layers removed from the brain mask; ``0`` disables erosion.
-    min_component_size : int
-        Components with fewer voxels are removed; ``0`` or ``1`` disables.
-    connectivity : int
-        Connectivity (1, 2 or 3) of the components, see
-        :func:`remove_small_components`.
+    Args:
+        median_size: Odd side of the median window; ``1`` disables the filter.
+        erosion_iterations: Voxel layers removed from the brain mask; ``0`` disables erosion.
+        min_component_size: Components with fewer voxels are removed; ``0`` or ``1`` disables.
+        connectivity: Connectivity (1, 2 or 3) of the components, see
+            :func:`remove_small_components`.
 
-    Examples
-    --------
-    >>> PostprocessConfig.from_dict(PostprocessConfig(median_size=3).to_dict())
-    PostprocessConfig(median_size=3, erosion_iterations=3, min_component_size=6, connectivity=3)
+    Example:
+        >>> PostprocessConfig.from_dict(PostprocessConfig(median_size=3).to_dict())
+        PostprocessConfig(median_size=3, erosion_iterations=3, min_component_size=6, connectivity=3)
     """
 
     median_size: int = 5
@@ -220,7 +197,7 @@ class PostprocessConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, config: dict) -> "PostprocessConfig":
+    def from_dict(cls, config: dict) -> PostprocessConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`~tfuad.errors.ConfigError`."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(config) - known)
@@ -236,36 +213,26 @@ def postprocess_map(residual_volume, brain_mask, config: PostprocessConfig | Non
     mask. Only the bounding box of the eroded mask (plus half a window) is
     filtered: the result is identical to filtering the whole volume.
 
-    Parameters
-    ----------
-    residual_volume : array_like, shape (X, Y, Z)
-        Residual of one subject (for example ``x - x̂`` or ``|x - x̂|``).
-    brain_mask : array_like of bool, shape (X, Y, Z)
-        Brain mask of the subject.
-    config : PostprocessConfig, optional
-        Defaults to ``PostprocessConfig()`` (Baur et al. 2018 settings).
+    Args:
+        residual_volume: Residual of one subject (for example ``x - x̂`` or ``|x - x̂|``).
+        brain_mask: Brain mask of the subject.
+        config: Defaults to ``PostprocessConfig()`` (Baur et al. 2018 settings).
 
-    Returns
-    -------
-    numpy.ndarray of float32
-        Score map, zero outside the eroded brain mask.
+    Returns:
+        numpy.ndarray of float32: Score map, zero outside the eroded brain mask.
 
-    Raises
-    ------
-    ValueError
-        On shape mismatch, non-3D or non-finite input.
-    tfuad.errors.EmptyMaskError
-        If the brain mask is empty, before or after erosion.
+    Raises:
+        ValueError: On shape mismatch, non-3D or non-finite input.
+        tfuad.errors.EmptyMaskError: If the brain mask is empty, before or after erosion.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> residual = np.ones((10, 10, 10), np.float32)
-    >>> brain = np.zeros((10, 10, 10), bool)
-    >>> brain[2:8, 2:8, 2:8] = True
-    >>> score = postprocess_map(residual, brain, PostprocessConfig(erosion_iterations=1))
-    >>> int(score.sum())                     # the 4x4x4 eroded cube
-    64
+    Example:
+        >>> import numpy as np
+        >>> residual = np.ones((10, 10, 10), np.float32)
+        >>> brain = np.zeros((10, 10, 10), bool)
+        >>> brain[2:8, 2:8, 2:8] = True
+        >>> score = postprocess_map(residual, brain, PostprocessConfig(erosion_iterations=1))
+        >>> int(score.sum())                     # the 4x4x4 eroded cube
+        64
     """
     config = config or PostprocessConfig()
     residual = _as_numeric_volume(residual_volume, "residual volume")
@@ -294,27 +261,21 @@ def segment(score_map, threshold: float, config: PostprocessConfig | None = None
     on float32 maps (a float32 value) selects exactly the voxels it did during
     calibration.
 
-    Parameters
-    ----------
-    score_map : array_like, shape (X, Y, Z)
-        Output of :func:`postprocess_map`.
-    threshold : float
-        Finite threshold (for example from :class:`~tfuad.postprocessing.Calibration`).
-    config : PostprocessConfig, optional
-        Its ``min_component_size`` and ``connectivity`` are used.
+    Args:
+        score_map: Output of :func:`postprocess_map`.
+        threshold: Finite threshold (for example from :class:`~tfuad.postprocessing.Calibration`).
+        config: Its ``min_component_size`` and ``connectivity`` are used.
 
-    Returns
-    -------
-    numpy.ndarray of bool
+    Returns:
+        numpy.ndarray of bool
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> score = np.zeros((8, 8, 8), np.float32)
-    >>> score[0, 0, 0] = 5.0                 # a lone voxel
-    >>> score[3:6, 3:6, 3:6] = 2.0           # a 27-voxel block
-    >>> int(segment(score, 1.0).sum())
-    27
+    Example:
+        >>> import numpy as np
+        >>> score = np.zeros((8, 8, 8), np.float32)
+        >>> score[0, 0, 0] = 5.0                 # a lone voxel
+        >>> score[3:6, 3:6, 3:6] = 2.0           # a 27-voxel block
+        >>> int(segment(score, 1.0).sum())
+        27
     """
     config = config or PostprocessConfig()
     score = _as_numeric_volume(score_map, "score map")

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfuad.files import atomic_path
 from tfuad.errors import ArrayError, ConfigError, DataError
+from tfuad.files import atomic_path
 
 __all__ = [
     "DEFAULT_FPRS",
@@ -54,27 +54,21 @@ DEFAULT_FPRS = (0.01, 0.05, 0.10)
 def pool_values(values) -> np.ndarray:
     """Concatenate healthy score values into one finite 1D array.
 
-    Parameters
-    ----------
-    values : array_like or iterable of array_like
-        One array, or an iterable (e.g. a generator over subjects) of arrays of
-        any shape; each is flattened. Floating dtypes are kept (float32 maps
-        stay float32), other dtypes become float64.
+    Args:
+        values: One array, or an iterable (e.g. a generator over subjects) of arrays of
+            any shape; each is flattened. Floating dtypes are kept (float32 maps
+            stay float32), other dtypes become float64.
 
-    Returns
-    -------
-    numpy.ndarray, 1D
+    Returns:
+        numpy.ndarray, 1D
 
-    Raises
-    ------
-    ValueError
-        If there are no values or some are NaN/Inf.
+    Raises:
+        ValueError: If there are no values or some are NaN/Inf.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> pool_values(iter([np.ones((2, 2), np.float32), np.zeros(3, np.float32)])).shape
-    (7,)
+    Example:
+        >>> import numpy as np
+        >>> pool_values(iter([np.ones((2, 2), np.float32), np.zeros(3, np.float32)])).shape
+        (7,)
     """
     if isinstance(values, np.ndarray):
         parts = [values]
@@ -104,22 +98,17 @@ def pool_values(values) -> np.ndarray:
 def brain_values(score_map, brain_mask) -> np.ndarray:
     """Score values of the voxels inside a mask, for calibration.
 
-    Parameters
-    ----------
-    score_map : array_like
-        Post-processed score map of a healthy subject.
-    brain_mask : array_like of bool
-        Voxels that count as healthy brain (same shape).
+    Args:
+        score_map: Post-processed score map of a healthy subject.
+        brain_mask: Voxels that count as healthy brain (same shape).
 
-    Returns
-    -------
-    numpy.ndarray, 1D, same dtype as ``score_map``.
+    Returns:
+        numpy.ndarray, 1D, same dtype as ``score_map``.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> brain_values(np.arange(4.0).reshape(2, 2), [[True, False], [False, True]])
-    array([0., 3.])
+    Example:
+        >>> import numpy as np
+        >>> brain_values(np.arange(4.0).reshape(2, 2), [[True, False], [False, True]])
+        array([0., 3.])
     """
     score_map = np.asarray(score_map)
     brain_mask = np.asarray(brain_mask)
@@ -149,21 +138,16 @@ def percentile_threshold(healthy_values, q: float = 98.0) -> float:
 
     Computed with :func:`numpy.percentile` (linear interpolation).
 
-    Parameters
-    ----------
-    healthy_values : array_like or iterable of array_like
-        See :func:`pool_values`.
-    q : float, optional
-        Percentile in [0, 100].
+    Args:
+        healthy_values: See :func:`pool_values`.
+        q: Percentile in [0, 100].
 
-    Returns
-    -------
-    float
+    Returns:
+        float
 
-    Examples
-    --------
-    >>> percentile_threshold(range(101), q=98)
-    98.0
+    Example:
+        >>> percentile_threshold(range(101), q=98)
+        98.0
     """
     if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 <= q <= 100.0:
         raise ArrayError(f"percentile must be a number in [0, 100], got {q!r}")
@@ -180,24 +164,18 @@ def fpr_thresholds(healthy_values, fprs=DEFAULT_FPRS) -> dict:
     ``t`` meets the limit on the calibration data, and any smaller number
     does not. Thresholds are non-increasing as the limit grows.
 
-    Parameters
-    ----------
-    healthy_values : array_like or iterable of array_like
-        See :func:`pool_values`.
-    fprs : sequence of float, optional
-        Limits in [0, 1). ``0`` gives the maximum value.
+    Args:
+        healthy_values: See :func:`pool_values`.
+        fprs: Limits in [0, 1). ``0`` gives the maximum value.
 
-    Returns
-    -------
-    dict
-        ``{fpr: threshold}`` with float keys and values.
+    Returns:
+        dict: ``{fpr: threshold}`` with float keys and values.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> values = np.array([0, 1, 1, 1, 2, 3, 4, 5, 6, 9], np.float32)
-    >>> fpr_thresholds(values, fprs=(0.1, 0.5, 0.7))
-    {0.1: 6.0, 0.5: 2.0, 0.7: 1.0}
+    Example:
+        >>> import numpy as np
+        >>> values = np.array([0, 1, 1, 1, 2, 3, 4, 5, 6, 9], np.float32)
+        >>> fpr_thresholds(values, fprs=(0.1, 0.5, 0.7))
+        {0.1: 6.0, 0.5: 2.0, 0.7: 1.0}
     """
     fprs = [_check_fpr(f) for f in fprs]
     if not fprs:
@@ -214,10 +192,9 @@ def fpr_threshold(healthy_values, fpr: float) -> float:
 
     See :func:`fpr_thresholds` (Chen et al. 2020, Section 2.2.3).
 
-    Examples
-    --------
-    >>> fpr_threshold(range(100), fpr=0.05)
-    94.0
+    Example:
+        >>> fpr_threshold(range(100), fpr=0.05)
+        94.0
     """
     return fpr_thresholds(healthy_values, (fpr,))[_check_fpr(fpr)]
 
@@ -240,32 +217,23 @@ def percentile_key(q: float) -> str:
 class Calibration:
     """Thresholds of one model, calibrated on healthy data.
 
-    Attributes
-    ----------
-    method : str
-        What produced the score maps (model name, ``"map-tv"``, ...).
-    thresholds : dict
-        ``{"p98": t, "fpr@0.01": t, ...}``, see :func:`fpr_key` and
-        :func:`percentile_key`.
-    n_voxels : int
-        Number of healthy values the thresholds were computed from.
-    subject_ids : list of str
-        Calibration subjects.
-    postprocess : dict
-        The :class:`~tfuad.postprocessing.PostprocessConfig` (as a dict) the
-        calibration maps were processed with; detection must use the same.
-    extra : dict
-        Other calibrated settings, e.g. ``{"lambda": 2.4}`` for MAP-TV.
-    weights : str or None
-        Fingerprint of the model weights the maps came from (``None`` for
-        methods without a model); detection refuses a calibration whose
-        fingerprint no longer matches the run's weights.
+    Attributes:
+        method: What produced the score maps (model name, ``"map-tv"``, ...).
+        thresholds: ``{"p98": t, "fpr@0.01": t, ...}``, see :func:`fpr_key` and
+            :func:`percentile_key`.
+        n_voxels: Number of healthy values the thresholds were computed from.
+        subject_ids: Calibration subjects.
+        postprocess: The :class:`~tfuad.postprocessing.PostprocessConfig` (as a dict) the
+            calibration maps were processed with; detection must use the same.
+        extra: Other calibrated settings, e.g. ``{"lambda": 2.4}`` for MAP-TV.
+        weights: Fingerprint of the model weights the maps came from (``None`` for
+            methods without a model); detection refuses a calibration whose
+            fingerprint no longer matches the run's weights.
 
-    Examples
-    --------
-    >>> cal = Calibration("ae", {"p98": 0.3, "fpr@0.05": 0.25}, n_voxels=1000)
-    >>> cal.threshold_for(fpr=0.05)
-    0.25
+    Example:
+        >>> cal = Calibration("ae", {"p98": 0.3, "fpr@0.05": 0.25}, n_voxels=1000)
+        >>> cal.threshold_for(fpr=0.05)
+        0.25
     """
 
     method: str
@@ -299,10 +267,8 @@ class Calibration:
     def threshold_for(self, *, fpr: float | None = None, percentile: float | None = None) -> float:
         """The threshold calibrated for an FPR limit or a percentile (give exactly one).
 
-        Raises
-        ------
-        tfuad.errors.ConfigError
-            If that limit or percentile was not calibrated.
+        Raises:
+            tfuad.errors.ConfigError: If that limit or percentile was not calibrated.
         """
         if (fpr is None) == (percentile is None):
             raise ConfigError("give exactly one of fpr= or percentile=")
@@ -318,7 +284,7 @@ class Calibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Calibration":
+    def from_dict(cls, data: Mapping) -> Calibration:
         """Inverse of :meth:`to_dict`."""
         missing = [k for k in ("method", "thresholds", "n_voxels") if k not in data]
         if missing:
@@ -337,13 +303,11 @@ class Calibration:
         return Path(path)
 
     @classmethod
-    def from_json(cls, path) -> "Calibration":
+    def from_json(cls, path) -> Calibration:
         """Read a file written by :meth:`to_json`.
 
-        Raises
-        ------
-        tfuad.errors.DataError
-            If the file is missing, not JSON, or not a calibration.
+        Raises:
+            tfuad.errors.DataError: If the file is missing, not JSON, or not a calibration.
         """
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -368,34 +332,24 @@ def calibrate(healthy_values, *, method: str, fprs=DEFAULT_FPRS, percentiles=(98
     All values are kept (no subsampling), so the FPR guarantee is exact on the
     calibration data; pass float32 brain values (about 1.5 M per BraTS volume).
 
-    Parameters
-    ----------
-    healthy_values : array_like or iterable of array_like
-        Post-processed scores of healthy brain voxels, e.g. a generator of
-        :func:`brain_values` over calibration subjects.
-    method : str
-        Name stored in the calibration.
-    fprs : sequence of float, optional
-        FPR limits (Chen et al. 2020).
-    percentiles : sequence of float, optional
-        Percentiles (Baur et al. 2018 use 98).
-    subject_ids : sequence of str, optional
-    postprocess : dict, optional
-        ``PostprocessConfig.to_dict()`` of the maps.
-    extra : dict, optional
-        Other calibrated settings.
-    weights : str, optional
-        Fingerprint of the model weights the maps came from.
+    Args:
+        healthy_values: Post-processed scores of healthy brain voxels, e.g. a generator of
+            :func:`brain_values` over calibration subjects.
+        method: Name stored in the calibration.
+        fprs: FPR limits (Chen et al. 2020).
+        percentiles: Percentiles (Baur et al. 2018 use 98).
+        subject_ids: Sequence of str.
+        postprocess: ``PostprocessConfig.to_dict()`` of the maps.
+        extra: Other calibrated settings.
+        weights: Fingerprint of the model weights the maps came from.
 
-    Returns
-    -------
-    Calibration
+    Returns:
+        Calibration
 
-    Examples
-    --------
-    >>> cal = calibrate([[0.0, 1.0, 2.0, 3.0]], method="vae", fprs=(0.25,), percentiles=())
-    >>> cal.thresholds
-    {'fpr@0.25': 2.0}
+    Example:
+        >>> cal = calibrate([[0.0, 1.0, 2.0, 3.0]], method="vae", fprs=(0.25,), percentiles=())
+        >>> cal.thresholds
+        {'fpr@0.25': 2.0}
     """
     values = pool_values(healthy_values)
     thresholds = {percentile_key(q): percentile_threshold(values, q) for q in percentiles}

@@ -41,13 +41,11 @@ from itertools import cycle
 from pathlib import Path
 
 import numpy as np
-
 from matplotlib.figure import Figure
 
-from tfuad.canvas import DPI, axial_to_display, check_png, new_figure, save_figure
-from tfuad.metrics.segmentation import curve_points
-
+from tfuad.canvas import axial_to_display, check_png, new_figure, save_figure
 from tfuad.errors import ArrayError, ConfigError
+from tfuad.metrics.segmentation import curve_points
 
 __all__ = [
     "axial_to_display",
@@ -111,29 +109,24 @@ def _curve(name: str, curve, max_points: int) -> Mapping:
 def plot_roc_pr(curves: Mapping, out_png, *, title: str | None = None, max_points: int = 2000) -> Path:
     """ROC (left) and precision-recall (right) curves of several methods.
 
-    Parameters
-    ----------
-    curves : dict
-        ``{name: (scores, truth)}`` (e.g. from
-        :func:`~tfuad.metrics.pool_brain_voxels`) or ``{name: points}`` with
-        points from :func:`~tfuad.metrics.curve_points` (``auroc``, ``auprc``
-        and ``prevalence`` are shown when present).
-    out_png : path
-    title : str, optional
-    max_points : int, optional
-        Points kept per curve when computed here.
+    Args:
+        curves: ``{name: (scores, truth)}`` (e.g. from
+            :func:`~tfuad.metrics.pool_brain_voxels`) or ``{name: points}`` with
+            points from :func:`~tfuad.metrics.curve_points` (``auroc``, ``auprc``
+            and ``prevalence`` are shown when present).
+        out_png: Path.
+        title: Str.
+        max_points: Points kept per curve when computed here.
 
-    Returns
-    -------
-    pathlib.Path
+    Returns:
+        pathlib.Path
 
-    Examples
-    --------
-    >>> import numpy as np, tempfile, os
-    >>> truth = np.arange(100) < 10
-    >>> scores = np.linspace(0, 1, 100)[::-1] + 0.3 * (np.arange(100) % 3)
-    >>> plot_roc_pr({"vae": (scores, truth)}, os.path.join(tempfile.mkdtemp(), "c.png")).suffix
-    '.png'
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> truth = np.arange(100) < 10
+        >>> scores = np.linspace(0, 1, 100)[::-1] + 0.3 * (np.arange(100) % 3)
+        >>> plot_roc_pr({"vae": (scores, truth)}, os.path.join(tempfile.mkdtemp(), "c.png")).suffix
+        '.png'
     """
     out = check_png(out_png)
     if not isinstance(curves, Mapping) or not curves:
@@ -171,27 +164,23 @@ def plot_dice_vs_lesion_size(rows: Sequence[Mapping], out_png, *, metric: str = 
     Subjects without lesion voxels have no Dice and are left out (their count
     is given in the title); a dashed line marks the mean.
 
-    Parameters
-    ----------
-    rows : sequence of dict
-        Rows of :func:`~tfuad.metrics.per_subject_metrics` with
-        ``lesion_voxels``, ``metric`` and optionally ``subject`` (used as
-        point labels when there are at most 20 points).
-    out_png : path
-    metric : str, optional
-    title : str, optional
+    Args:
+        rows: Rows of :func:`~tfuad.metrics.per_subject_metrics` with
+            ``lesion_voxels``, ``metric`` and optionally ``subject`` (used as
+            point labels when there are at most 20 points).
+        out_png: Path.
+        metric: Str.
+        title: Str.
 
-    Returns
-    -------
-    pathlib.Path
+    Returns:
+        pathlib.Path
 
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> rows = [{"subject": "a", "dice": 0.4, "lesion_voxels": 900},
-    ...         {"subject": "b", "dice": 0.7, "lesion_voxels": 40000}]
-    >>> plot_dice_vs_lesion_size(rows, os.path.join(tempfile.mkdtemp(), "d.png")).name
-    'd.png'
+    Example:
+        >>> import tempfile, os
+        >>> rows = [{"subject": "a", "dice": 0.4, "lesion_voxels": 900},
+        ...         {"subject": "b", "dice": 0.7, "lesion_voxels": 40000}]
+        >>> plot_dice_vs_lesion_size(rows, os.path.join(tempfile.mkdtemp(), "d.png")).name
+        'd.png'
     """
     out = check_png(out_png)
     rows = list(rows)
@@ -358,25 +347,21 @@ def plot_detection_overview(volume, score_map, segmentation, out_png, *, n_slice
     slices through the non-zero part of the volume, drawn with
     :func:`plot_example_grid`.
 
-    Parameters
-    ----------
-    volume, score_map : array_like, shape (X, Y, Z)
-        Input image and anomaly map in canonical RAS+ order.
-    segmentation : array_like of bool, shape (X, Y, Z)
-    out_png : path
-    n_slices : int, optional
-    title : str, optional
+    Args:
+        volume, score_map: Input image and anomaly map in canonical RAS+ order.
+        segmentation: Array_like of bool, shape (X, Y, Z).
+        out_png: Path.
+        n_slices: Int.
+        title: Str.
 
-    Returns
-    -------
-    pathlib.Path
+    Returns:
+        pathlib.Path
 
-    Examples
-    --------
-    >>> import numpy as np, tempfile, os
-    >>> vol = np.random.default_rng(0).random((24, 24, 12)); seg = vol > 0.97
-    >>> plot_detection_overview(vol, vol * seg, seg, os.path.join(tempfile.mkdtemp(), "v.png")).name
-    'v.png'
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> vol = np.random.default_rng(0).random((24, 24, 12)); seg = vol > 0.97
+        >>> plot_detection_overview(vol, vol * seg, seg, os.path.join(tempfile.mkdtemp(), "v.png")).name
+        'v.png'
     """
     volume, score_map = np.asarray(volume), np.asarray(score_map)
     segmentation = np.asarray(segmentation).astype(bool)
@@ -397,31 +382,23 @@ def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, a
                  cmap: str = "inferno") -> Path:
     """One axial slice with an anomaly map (positive values) and a mask contour on top.
 
-    Parameters
-    ----------
-    image2d : array_like, 2D
-        Background slice ``data[:, :, z]``.
-    map2d : array_like, 2D
-        Anomaly map of the slice; voxels ``<= 0`` are transparent.
-    mask2d : array_like of bool, 2D, or None
-        Segmentation drawn as a red contour.
-    out_png : path
-    title : str, optional
-    alpha : float, optional
-        Opacity of the map.
-    cmap : str, optional
-        Colour map of the anomaly map.
+    Args:
+        image2d: Background slice ``data[:, :, z]``.
+        map2d: Anomaly map of the slice; voxels ``<= 0`` are transparent.
+        mask2d: Segmentation drawn as a red contour.
+        out_png: Path.
+        title: Str.
+        alpha: Opacity of the map.
+        cmap: Colour map of the anomaly map.
 
-    Returns
-    -------
-    pathlib.Path
+    Returns:
+        pathlib.Path
 
-    Examples
-    --------
-    >>> import numpy as np, tempfile, os
-    >>> img = np.random.default_rng(1).random((40, 40)); amap = np.where(img > 0.8, img, 0.0)
-    >>> plot_overlay(img, amap, amap > 0.9, os.path.join(tempfile.mkdtemp(), "o.png")).name
-    'o.png'
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> img = np.random.default_rng(1).random((40, 40)); amap = np.where(img > 0.8, img, 0.0)
+        >>> plot_overlay(img, amap, amap > 0.9, os.path.join(tempfile.mkdtemp(), "o.png")).name
+        'o.png'
     """
     out = check_png(out_png)
     if not 0.0 <= alpha <= 1.0:
@@ -473,31 +450,23 @@ def reconstruction_comparison(image, reconstructions: Mapping, *, truth=None, pa
     Slices are in the model's layout (``prepare_volume(...).slices[z]``:
     anterior up, the patient's left on the left) and are drawn as they are.
 
-    Parameters
-    ----------
-    image : array_like, shape (S, S) or (S, S, 1)
-        The input slice.
-    reconstructions : dict
-        ``{model name: reconstruction}``, each of the input's shape, in
-        display order.
-    truth : array_like of bool, optional
-        Lesion mask of the slice.
-    path : path, optional
-        When given, the figure is also written there as PNG, atomically.
-    title : str, optional
-        Figure title.
+    Args:
+        image: The input slice.
+        reconstructions: ``{model name: reconstruction}``, each of the input's shape, in
+            display order.
+        truth: Lesion mask of the slice.
+        path: When given, the figure is also written there as PNG, atomically.
+        title: Figure title.
 
-    Returns
-    -------
-    matplotlib.figure.Figure
+    Returns:
+        matplotlib.figure.Figure
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> x = np.random.default_rng(0).random((32, 32))
-    >>> fig = reconstruction_comparison(x, {"sae": 0.9 * x, "svae": 0.8 * x}, truth=x > 0.95)
-    >>> len(fig.axes)          # 2 rows x 3 columns + 2 colour bars
-    8
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).random((32, 32))
+        >>> fig = reconstruction_comparison(x, {"sae": 0.9 * x, "svae": 0.8 * x}, truth=x > 0.95)
+        >>> len(fig.axes)          # 2 rows x 3 columns + 2 colour bars
+        8
     """
     out = None if path is None else check_png(path)
     x, recons, mask = _comparison_inputs(image, reconstructions, truth)
@@ -561,24 +530,20 @@ def plot_convergence(curves: Mapping, out_png, *, title: str | None = None,
     returns (cf. Chen et al. 2020, Fig. 10c: AUROC rises over the first
     steps, then levels off).
 
-    Parameters
-    ----------
-    curves : dict
-        ``{name: {steps: value}}``.
-    out_png : path
-    title : str, optional
-    ylabel : str, optional
+    Args:
+        curves: ``{name: {steps: value}}``.
+        out_png: Path.
+        title: Str.
+        ylabel: Str.
 
-    Returns
-    -------
-    pathlib.Path
+    Returns:
+        pathlib.Path
 
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> curve = {0: 0.70, 50: 0.80, 100: 0.82}
-    >>> plot_convergence({"vae": curve}, os.path.join(tempfile.mkdtemp(), "c.png")).name
-    'c.png'
+    Example:
+        >>> import tempfile, os
+        >>> curve = {0: 0.70, 50: 0.80, 100: 0.82}
+        >>> plot_convergence({"vae": curve}, os.path.join(tempfile.mkdtemp(), "c.png")).name
+        'c.png'
     """
     out = check_png(out_png)
     if not isinstance(curves, Mapping) or not curves:
