@@ -263,16 +263,27 @@ def _out_paths(out_dir: Path, subject: str, modality: str) -> dict:
 
 def _spatial(job: Job, options: PreprocessOptions, out_dir: Path) -> dict:
     """Phase 1 of one subject: load, bias, denoise, register, extract, resample; writes image and masks."""
-    import SimpleITK as sitk
-
-    from tfuad.data.nifti import load_mask, load_volume, save_like, save_volume
-    from tfuad.data.preprocessing import brain_mask_from_image
-    from tfuad.preprocess import bias, brain_extraction, denoise, registration
-    from tfuad.preprocess.io import from_sitk, to_sitk
+    from tfuad.preprocess.io import to_sitk
     from tfuad.preprocess.template import load_template
 
     start = time.perf_counter()
-    steps = options.steps
+    volume, brain, lesion, record = _load_subject(job, options)
+    image = _correct_intensities(to_sitk(volume.data, volume.affine), brain, volume.affine, options, record)
+    template = load_template(options.resolution, options.template)
+    transform = _register(image, template, options, record)
+    data, brain, lesion, write_affine = _resample(image, brain, lesion, volume.affine, template, transform, options,
+                                                  record)
+    brain = _extract(data, brain, image, template, transform, job, options, record)
+    record["outputs"] = _write_spatial(out_dir, job, options, volume, data, brain, lesion, write_affine)
+    record["seconds_spatial"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def _load_subject(job: Job, options: PreprocessOptions):
+    """The volume, its brain and lesion masks (or ``None``) and the subject's record."""
+    from tfuad.data.nifti import load_mask, load_volume
+    from tfuad.data.preprocessing import brain_mask_from_image
+
     if not job.image:
         raise DataError(job.subject, f"no {options.modality} image")
     volume = load_volume(job.image)
@@ -280,58 +291,83 @@ def _spatial(job: Job, options: PreprocessOptions, out_dir: Path) -> dict:
               "inputs": {"image": job.image, "brain_mask": job.brain_mask, "lesion_mask": job.lesion_mask},
               "input_geometry": {"shape": list(volume.native_shape), "affine": np.round(volume.native_affine, 6).tolist()},
               "steps": []}
-    data, affine = (volume.data, volume.affine)
-    if "reorient" in steps:
+    if "reorient" in options.steps:
         record["steps"].append({"name": "reorient", "to": "RAS+ (canonical voxel order)"})
     brain = lesion = None
     if job.brain_mask:
         brain = load_mask(job.brain_mask, volume, what="brain mask")
-    elif "extract" not in steps:
+    elif "extract" not in options.steps:
         brain = brain_mask_from_image(volume.data)
         if not brain.any():
             raise DataError(job.image, "image has no non-zero voxel to use as brain mask")
     if job.lesion_mask:
         lesion = load_mask(job.lesion_mask, volume, what="lesion mask", require_nonempty=False)
-    image = to_sitk(data, affine)
-    brain_image = None if brain is None else to_sitk(brain, affine)
-    if "bias" in steps:
-        image, info = bias.n4_correct(image, brain_image, shrink=options.n4_shrink)
+    return volume, brain, lesion, record
+
+
+def _correct_intensities(image, brain, affine, options: PreprocessOptions, record: dict):
+    """N4 bias-field correction and curvature-flow denoising, as the steps ask."""
+    from tfuad.preprocess import bias, denoise
+    from tfuad.preprocess.io import to_sitk
+
+    if "bias" in options.steps:
+        image, info = bias.n4_correct(image, None if brain is None else to_sitk(brain, affine),
+                                      shrink=options.n4_shrink)
         record["steps"].append({"name": "bias", **info})
-    if "denoise" in steps:
+    if "denoise" in options.steps:
         image, info = denoise.curvature_flow(image, iterations=options.denoise_iterations)
         record["steps"].append({"name": "denoise", **info})
-    template = load_template(options.resolution, options.template)
-    template_image = to_sitk(template.image, template.affine)
-    template_mask = to_sitk(template.mask, template.affine)
-    transform = None
-    if "register" in steps:
-        transform, info = registration.register(image, template_image, template_mask, kind=options.registration,
-                                                sampling=options.sampling, seed=options.seed)
-        info["transform"] = registration.transform_record(transform)
-        record["steps"].append({"name": "register", "template": f"{template.name} {template.resolution} mm", **info})
-    if "resample" in steps:
+    return image
+
+
+def _register(image, template, options: PreprocessOptions, record: dict):
+    """The transform to the template (``None`` without the register step)."""
+    from tfuad.preprocess import registration
+    from tfuad.preprocess.io import to_sitk
+
+    if "register" not in options.steps:
+        return None
+    transform, info = registration.register(image, to_sitk(template.image, template.affine),
+                                            to_sitk(template.mask, template.affine), kind=options.registration,
+                                            sampling=options.sampling, seed=options.seed)
+    info["transform"] = registration.transform_record(transform)
+    record["steps"].append({"name": "register", "template": f"{template.name} {template.resolution} mm", **info})
+    return transform
+
+
+def _resample(image, brain, lesion, affine, template, transform, options: PreprocessOptions, record: dict):
+    """The image and masks on the template grid (or as they are): ``(data, brain, lesion, affine)``."""
+    from tfuad.preprocess import registration
+    from tfuad.preprocess.io import from_sitk, to_sitk
+
+    if "resample" not in options.steps:
+        return from_sitk(image)[0], brain, lesion, affine
+    t0 = time.perf_counter()
+    grid = to_sitk(template.image, template.affine)
+    image = registration.resample(image, grid, transform, interpolation="linear")
+    masks = [None if m is None else registration.resample(to_sitk(m, affine), grid, transform,
+                                                           interpolation="nearest") for m in (brain, lesion)]
+    brain, lesion = (None if m is None else from_sitk(m)[0] > 0 for m in masks)
+    record["steps"].append({"name": "resample", "grid": f"{template.name} {template.resolution} mm",
+                            "shape": list(template.shape), "affine": template.affine.tolist(),
+                            "through": "registration" if transform is not None else "world coordinates",
+                            "image": "linear", "masks": "nearest",
+                            "seconds": round(time.perf_counter() - t0, 3)})
+    return from_sitk(image)[0], brain, lesion, template.affine
+
+
+def _extract(data, brain, image, template, transform, job: Job, options: PreprocessOptions, record: dict):
+    """The brain mask: the subject's, or the template's carried over (and optionally refined)."""
+    from tfuad.preprocess import brain_extraction, registration
+    from tfuad.preprocess.io import from_sitk, to_sitk
+
+    if "extract" in options.steps and brain is None:
         t0 = time.perf_counter()
-        grid, grid_affine = template_image, template.affine
-        image = registration.resample(image, grid, transform, interpolation="linear")
-        masks = [None if m is None else registration.resample(to_sitk(m, affine), grid, transform,
-                                                               interpolation="nearest") for m in (brain, lesion)]
-        brain, lesion = (None if m is None else from_sitk(m)[0] > 0 for m in masks)
-        record["steps"].append({"name": "resample", "grid": f"{template.name} {template.resolution} mm",
-                                "shape": list(template.shape), "affine": template.affine.tolist(),
-                                "through": "registration" if transform is not None else "world coordinates",
-                                "image": "linear", "masks": "nearest",
-                                "seconds": round(time.perf_counter() - t0, 3)})
-        data = from_sitk(image)[0]
-        write_affine = grid_affine
-    else:
-        data = from_sitk(image)[0]
-        write_affine = affine
-    if "extract" in steps and brain is None:
-        t0 = time.perf_counter()
-        if "resample" in steps:
+        if "resample" in options.steps:
             prior = template.mask
         else:
-            carried = registration.resample(template_mask, image, transform.GetInverse(), interpolation="nearest")
+            carried = registration.resample(to_sitk(template.mask, template.affine), image, transform.GetInverse(),
+                                            interpolation="nearest")
             prior = from_sitk(carried)[0] > 0
         brain = brain_extraction.refine_brain_mask(data, prior) if options.refine_mask else np.asarray(prior, bool)
         if not brain.any():
@@ -339,26 +375,34 @@ def _spatial(job: Job, options: PreprocessOptions, out_dir: Path) -> dict:
         record["steps"].append({"name": "extract", "method": "atlas (template brain mask carried over)"
                                 + (", refined" if options.refine_mask else ""),
                                 "voxels": int(brain.sum()), "seconds": round(time.perf_counter() - t0, 3)})
-    elif "extract" in steps:
+    elif "extract" in options.steps:
         record["steps"].append({"name": "extract", "method": "kept the subject's brain mask file"})
     if not brain.any():
         raise DataError(job.image, "brain mask is empty after resampling")
+    return brain
+
+
+def _write_spatial(out_dir: Path, job: Job, options: PreprocessOptions, volume, data, brain, lesion,
+                   write_affine) -> dict:
+    """Write the image and masks (on the new grid, or with the input's geometry); their file names."""
+    from tfuad.data.nifti import save_like, save_volume
+
     paths = _out_paths(out_dir, job.subject, options.modality)
-    if "resample" in steps or "reorient" in steps:
-        def write(array, key, dtype):
+    regridded = "resample" in options.steps or "reorient" in options.steps
+
+    def write(array, key, dtype):
+        if regridded:
             save_volume(array, write_affine, paths[key], dtype=dtype)
-    else:
-        def write(array, key, dtype):
+        else:
             save_like(array, volume, paths[key], dtype=dtype)
+
     write(data.astype(np.float32), "image", np.float32)
     write(brain, "brain_mask", np.uint8)
     outputs = {"image": paths["image"].name, "brain_mask": paths["brain_mask"].name}
     if lesion is not None:
         write(lesion, "lesion_mask", np.uint8)
         outputs["lesion_mask"] = paths["lesion_mask"].name
-    record["outputs"] = outputs
-    record["seconds_spatial"] = round(time.perf_counter() - start, 3)
-    return record
+    return outputs
 
 
 # --------------------------------------------------------------------------- phase 2: intensity steps
