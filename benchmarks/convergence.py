@@ -4,7 +4,8 @@ For one lesioned case, the AUROC of ``|Y - X̂|`` against the lesion labels on
 brain voxels is recorded after every ``--every`` steps of the paper schedule
 (0…500 steps, α = 5e-3 then 3e-3) and after every ``--fast-every`` steps of
 the fast schedule (up to its ``max_steps``, stopping rule disabled so every
-point is reached), plus the paper schedule's steps 5, 10 and 20; the step at which the fast schedule's stopping rule ends
+point is reached), plus the paper schedule's steps 5, 10 and 20; the step at which the fast schedule's
+stopping rule ends
 (on the same batches) is marked, and the plain reconstruction residual
 ``|Y - x̂|`` is drawn for reference.
 
@@ -37,6 +38,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import numpy as np  # noqa: E402
 
+from tfuad.data.splits import labelled_test_subjects  # noqa: E402
 from tfuad.detection.detector import Detector  # noqa: E402
 from tfuad.detection.residual import residual_maps  # noqa: E402
 from tfuad.detection.restoration import (  # noqa: E402
@@ -47,9 +49,7 @@ from tfuad.detection.restoration import (  # noqa: E402
 from tfuad.errors import ConfigError, DatasetError  # noqa: E402
 from tfuad.files import write_json  # noqa: E402
 from tfuad.metrics.segmentation import auc_scores  # noqa: E402
-from tfuad.data.splits import labelled_test_subjects  # noqa: E402
 from tfuad.reports.figures import plot_convergence  # noqa: E402
-
 
 #: Extra early checkpoints of the paper schedule, where the AUROC rises fastest.
 EARLY = (5, 10, 20)

@@ -144,9 +144,9 @@ def _reconstruction_figure(runs, dataset, args, path, log):
     """Every model's reconstruction of one test slice (the one with the most lesion)."""
     import numpy as np
 
+    from tfuad.data.splits import labelled_test_subjects
     from tfuad.detection.detector import Detector
     from tfuad.reports import figures
-    from tfuad.data.splits import labelled_test_subjects
 
     if not hasattr(figures, "reconstruction_comparison") or not runs:
         log("reconstruction figure skipped: tfuad.reports.figures.reconstruction_comparison is not available")

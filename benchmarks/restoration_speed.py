@@ -69,7 +69,6 @@ import tensorflow as tf  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 from tensorflow.python.framework import test_util  # noqa: E402
 
-from tfuad.files import atomic_path  # noqa: E402
 from tfuad.detection.restoration import (  # noqa: E402
     SCHEDULES,
     GradientAscent,
@@ -77,6 +76,7 @@ from tfuad.detection.restoration import (  # noqa: E402
     get_schedule,
     restoration_batch_size,
 )
+from tfuad.files import atomic_path  # noqa: E402
 from tfuad.metrics.segmentation import auc_scores  # noqa: E402
 from tfuad.models.priors import ResVAE  # noqa: E402
 
@@ -260,7 +260,8 @@ def main(argv=None):
                                 matmul_gflops=(before + after) / 2, share_of_step=conv_s / b_max * 1e3 / step_ms))
     summary = []
     print("\nper restoration step (median over rounds)")
-    print(f"{'XLA':>5} {'batch':>5} {'ms/slice-step':>14} {'step GFLOP/s':>13} {'matmul GFLOP/s':>15} {'% of matmul':>12}")
+    print(f"{'XLA':>5} {'batch':>5} {'ms/slice-step':>14} {'step GFLOP/s':>13} {'matmul GFLOP/s':>15} "
+          f"{'% of matmul':>12}")
     for (jit, b) in restorers:
         rows = [r for r in step_rows if r["xla"] == jit and r["batch"] == b]
         med = {k: statistics.median(r[k] for r in rows) for k in ("ms_per_slice_step", "step_gflops", "matmul_gflops")}

@@ -72,7 +72,8 @@ def command(inputs, out_dir, modality, template, resolution, steps, registration
         raise ConfigError("give either --standardize-fit or --standardize-reference, not both")
     options = PreprocessOptions(
         modality=modality.lower(), steps=steps, template=template, resolution=int(resolution),
-        registration=registration, standardize="fit" if standardize_fit else ("apply" if standardize_reference else None),
+        registration=registration,
+        standardize="fit" if standardize_fit else ("apply" if standardize_reference else None),
         standardizer=standardize_reference, normalize=normalize, denoise_iterations=denoise_iterations,
         split=split, calib=calib, seed=seed, refine_mask=refine_mask)
     jobs = jobs_from_inputs(inputs, options.modality)

@@ -2,11 +2,10 @@
 import json
 
 from click.testing import CliRunner
+from conftest import TINY_SAE
 
 from tfuad.cli.main import main
 from tfuad.data.layouts import discover
-
-from conftest import TINY_SAE
 
 
 def _cli(*args):

@@ -4,11 +4,11 @@ Running them is the job of nbmake (``pytest`` collects ``notebooks/*.ipynb``, se
 pyproject.toml, in quick mode set by ``notebooks/conftest.py``); these checks are static.
 """
 import re
-import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

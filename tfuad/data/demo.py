@@ -38,8 +38,8 @@ from scipy import ndimage as ndi
 
 from tfuad.data.layouts import DEMO_MARKER_NAME, MANIFEST_NAME, read_manifest
 from tfuad.data.nifti import load_mask, load_volume, save_volume
-from tfuad.files import atomic_path
 from tfuad.errors import ConfigError, DatasetError
+from tfuad.files import atomic_path
 
 __all__ = [
     "make_demo_dataset",
@@ -156,7 +156,7 @@ def mni152_tissues() -> TissueTemplate:
 # --------------------------------------------------------------------------- anatomy
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _upsampling(n_coarse: int, n: int) -> np.ndarray:
     """``(n, n_coarse)`` matrix doing :func:`scipy.ndimage.zoom` (cubic spline) along one axis."""
     return np.stack([ndi.zoom(e, n / n_coarse, order=3, mode="nearest", grid_mode=True)

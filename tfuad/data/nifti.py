@@ -82,7 +82,7 @@ class Volume:
         back = nio.ornt_transform(nio.axcodes2ornt(("R", "A", "S")), nio.io_orientation(self.native_affine))
         return nio.apply_orientation(array, back)
 
-    def with_data(self, data: np.ndarray) -> "Volume":
+    def with_data(self, data: np.ndarray) -> Volume:
         """Same geometry, other voxels (canonical order)."""
         return Volume(np.asarray(data), self.affine, self.header, self.native_affine,
                       self.native_shape, self.path, self._to_canonical)

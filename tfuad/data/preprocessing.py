@@ -159,7 +159,7 @@ class PreprocessConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
+    def from_dict(cls, d: dict) -> PreprocessConfig:
         """Inverse of :meth:`to_dict`; missing keys take their defaults.
 
         Raises:
@@ -385,7 +385,7 @@ class SliceGeometry:
             raise ArrayError(f"image_size must be positive, got {self.image_size}")
 
     @classmethod
-    def from_mask(cls, brain_mask_3d, image_size: int, crop_margin: int = 0) -> "SliceGeometry":
+    def from_mask(cls, brain_mask_3d, image_size: int, crop_margin: int = 0) -> SliceGeometry:
         """Geometry that crops to the in-plane bounding box of a 3D brain mask.
 
         Args:
@@ -432,7 +432,7 @@ class SliceGeometry:
                 "side": self.side, "image_size": self.image_size}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SliceGeometry":
+    def from_dict(cls, d: dict) -> SliceGeometry:
         """Inverse of :meth:`to_dict`.
 
         Raises:

@@ -159,7 +159,7 @@ class HistogramStandardizer:
         object.__setattr__(self, "standard", s)
 
     @classmethod
-    def fit(cls, volumes, masks=None, *, percentiles=DEFAULT_LANDMARKS, scale=(0.0, 1.0)) -> "HistogramStandardizer":
+    def fit(cls, volumes, masks=None, *, percentiles=DEFAULT_LANDMARKS, scale=(0.0, 1.0)) -> HistogramStandardizer:
         """Learn the standard landmarks from reference subjects.
 
         Args:
@@ -216,7 +216,7 @@ class HistogramStandardizer:
         return {"method": "nyul", "percentiles": list(self.percentiles), "standard": list(self.standard)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "HistogramStandardizer":
+    def from_dict(cls, d: dict) -> HistogramStandardizer:
         """Inverse of :meth:`to_dict`.
 
         Raises:
@@ -236,7 +236,7 @@ class HistogramStandardizer:
         return write_json(self.to_dict(), path)
 
     @classmethod
-    def load(cls, path) -> "HistogramStandardizer":
+    def load(cls, path) -> HistogramStandardizer:
         """Read a standardiser written by :meth:`save`.
 
         Raises:

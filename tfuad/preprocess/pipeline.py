@@ -125,7 +125,8 @@ class PreprocessOptions:
         if self.standardize not in (None, "fit", "apply"):
             raise ConfigError(f"standardize must be None, 'fit' or 'apply', got {self.standardize!r}")
         if self.standardize == "apply" and not self.standardizer:
-            raise ConfigError("applying a histogram standardisation needs a standardizer.json (--standardize-reference)")
+            raise ConfigError("applying a histogram standardisation needs a standardizer.json "
+                              "(--standardize-reference)")
         if self.standardize and "standardize" not in self.steps:
             self.steps = parse_steps(",".join((*self.steps, "standardize")))
         if "standardize" in self.steps and not self.standardize:
@@ -289,7 +290,8 @@ def _load_subject(job: Job, options: PreprocessOptions):
     volume = load_volume(job.image)
     record = {"subject": job.subject, "versions": _versions(), "options": asdict(options),
               "inputs": {"image": job.image, "brain_mask": job.brain_mask, "lesion_mask": job.lesion_mask},
-              "input_geometry": {"shape": list(volume.native_shape), "affine": np.round(volume.native_affine, 6).tolist()},
+              "input_geometry": {"shape": list(volume.native_shape),
+                                 "affine": np.round(volume.native_affine, 6).tolist()},
               "steps": []}
     if "reorient" in options.steps:
         record["steps"].append({"name": "reorient", "to": "RAS+ (canonical voxel order)"})

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from tfuad.canvas import axial_to_display, check_png, new_figure, save_figure
-
 from tfuad.errors import ArrayError
 
 __all__ = ["plot_subject_qc", "plot_montage"]

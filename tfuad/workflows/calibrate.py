@@ -134,8 +134,13 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
     from tqdm.auto import tqdm
 
     from tfuad.postprocessing.filters import PostprocessConfig
-    from tfuad.postprocessing.thresholds import Calibration, fpr_key, fpr_thresholds, percentile_key, \
-        percentile_threshold
+    from tfuad.postprocessing.thresholds import (
+        Calibration,
+        fpr_key,
+        fpr_thresholds,
+        percentile_key,
+        percentile_threshold,
+    )
 
     detector = Detector(run_dir, method, batch_size=batch_size, postprocess=postprocess or PostprocessConfig(),
                         calibrated=False, **options)
@@ -151,8 +156,9 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
         # Thresholds of the raw slice maps (no 3D post-processing), for the exported serving graph.
         "slice_thresholds": {fpr_key(k): float(v) for k, v in fpr_thresholds(calib_slice_values, fprs).items()},
     })
+    weights = None if detector.model is None else detector.run.weights_fingerprint()
     calibration = Calibration(method=method, thresholds=thresholds, n_voxels=int(calib_values.size),
                               subject_ids=[p.volume.path for p in calib], postprocess=detector.postprocess.to_dict(),
-                              extra=extra, weights=None if detector.model is None else detector.run.weights_fingerprint())
+                              extra=extra, weights=weights)
     calibration.to_json(detector.calibration_path)
     return calibration

@@ -27,8 +27,7 @@ from tfuad.data.splits import labelled_test_subjects
 from tfuad.detection.detector import Detector
 from tfuad.errors import ConfigError
 from tfuad.files import atomic_path, ensure_writable_dir, write_json
-from tfuad.reports.tables import Bootstrap, markdown_table, measures_table, method_summary, subject_row, \
-    write_rows_csv
+from tfuad.reports.tables import Bootstrap, markdown_table, measures_table, method_summary, subject_row, write_rows_csv
 
 __all__ = ["evaluate_run", "evaluate_folds", "calibrated_detectors"]
 

@@ -96,8 +96,11 @@ class ScoringMethod:
 
     @property
     def costly(self) -> bool:
-        """True when scoring runs an optimisation per image, so calibration scores only the
-        calibration subjects (not every training volume) for the percentile threshold."""
+        """True when scoring runs an optimisation per image.
+
+        Calibration then scores only the calibration subjects (not every training volume) for the
+        percentile threshold.
+        """
         return False
 
     # -- maps ----------------------------------------------------------------------------------
