@@ -22,6 +22,21 @@ def _config(epochs):
                        model_kwargs=dict(TINY))
 
 
+def _replay(values, patience, min_delta=1e-4):
+    """The convergence counters after ``values`` of the watched loss, computed independently of tfuad."""
+    lr_patience = max(1, -(-patience // 2))
+    best, best_epoch, wait, lr_wait, reductions = None, 0, 0, 0, []
+    for epoch, value in enumerate(values, 1):
+        if best is None or value < best - min_delta * abs(best):
+            best, best_epoch, wait, lr_wait = value, epoch, 0, 0
+            continue
+        wait, lr_wait = wait + 1, lr_wait + 1
+        if lr_wait >= lr_patience:
+            reductions.append(epoch)
+            lr_wait = 0
+    return {"best": best, "best_epoch": best_epoch, "wait": wait, "lr_wait": lr_wait, "lr_reductions": reductions}
+
+
 def test_resume_after_kill_continues_at_the_right_epoch_with_the_same_weights(tmp_path, demo_data):
     run = tmp_path / "run"
     code = ("import sys; from tfuad.cli.main import main; sys.exit(main())")
@@ -70,7 +85,12 @@ def test_resume_after_kill_continues_at_the_right_epoch_with_the_same_weights(tm
 
     history = train(run, discover(demo_data), _config(done + 1), resume=True, verbose=0, log=lambda *a: None)
     assert [r["epoch"] for r in history] == list(range(1, done + 2))
-    assert read_state(run / "checkpoints")["epoch"] == done + 1
+    state = read_state(run / "checkpoints")
+    assert state["epoch"] == done + 1
+    # the convergence counters went on across the kill as if the run had never stopped
+    expected = _replay([r["val_loss"] for r in state["history"]], patience=10)
+    assert {k: state["convergence"][k] for k in expected} == expected
+    assert state["best_weights"] == f"best-{expected['best_epoch']:04d}.weights.h5"
     assert (run / "model.keras").is_file()
     rows = (run / "history.csv").read_text().strip().splitlines()
     assert len(rows) == done + 2  # header + one row per epoch, none repeated
@@ -127,4 +147,4 @@ def test_multiworker_training_with_two_local_workers(tmp_path, demo_data):
     assert [r["epoch"] for r in history] == [1, 2]
     assert (run / "model.keras").is_file()
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "history.csv", "logs",
-                                                     "model.keras"]
+                                                     "loss_curves.png", "model.keras", "reconstructions.png"]

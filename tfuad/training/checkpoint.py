@@ -4,7 +4,10 @@ After every epoch :class:`EpochCheckpoint` writes the weights (model and
 optimiser state) to a new ``epoch-NNNN.weights.h5`` file through a temporary
 name, then atomically replaces ``state.json`` to point at it, then deletes the
 older file. A process killed at any instant leaves a ``state.json`` that names a
-complete weights file; only the unfinished epoch is lost. What such a kill can
+complete weights file; only the unfinished epoch is lost. When an epoch is the
+best so far, a copy of its weights (``best-NNNN.weights.h5``) is written before
+``state.json`` names it, together with the counters of
+:class:`~tfuad.training.convergence.Convergence`. What such a kill can
 leave behind (temporary files, a weights file ``state.json`` does not name yet)
 is removed by :func:`clean_stale_files` when the run resumes.
 
@@ -15,15 +18,18 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from tfuad.errors import ConfigError
 from tfuad.files import atomic_path, read_json, write_json
 from tfuad.training.run import RUN_ENTRIES, is_temporary_of
 
-__all__ = ["EpochCheckpoint", "read_state", "restore_checkpoint", "clean_stale_files", "WEIGHTS_KEYS"]
+__all__ = ["EpochCheckpoint", "read_state", "restore_checkpoint", "best_weights_file", "clean_stale_files",
+           "write_history", "WEIGHTS_KEYS"]
 
 #: Keys of ``state.json`` that name weights files in the checkpoint folder.
 WEIGHTS_KEYS = ("weights", "best_weights")
@@ -75,13 +81,23 @@ def _weights_file(checkpoint_dir, state: dict, key: str) -> Path:
     return path
 
 
+def best_weights_file(checkpoint_dir, state: dict) -> Path | None:
+    """The best epoch's weights file named in ``state`` (``None`` when the run keeps no best weights).
+
+    Raises:
+        ConfigError: ``state.json`` names a missing file.
+    """
+    return _weights_file(checkpoint_dir, state, "best_weights") if state.get("best_weights") else None
+
+
 def restore_checkpoint(model, checkpoint_dir, warmup_batch) -> dict:
     """Load the last checkpoint into ``model`` (compiled) and return its state.
 
     Optimisers create their variables lazily, so one training step on
     ``warmup_batch`` builds them first; every variable it touched (weights,
     batch-norm statistics, optimiser moments, iteration counters and learning
-    rates, seed states) is then overwritten from the checkpoint.
+    rates) is then overwritten from the checkpoint, and the states of the
+    model's Keras seed generators from ``state.json``.
 
     Raises:
         ConfigError: no checkpoint, or ``state.json`` is invalid or names a missing file.
@@ -92,7 +108,32 @@ def restore_checkpoint(model, checkpoint_dir, warmup_batch) -> dict:
     weights = _weights_file(checkpoint_dir, state, "weights")
     model.train_on_batch(warmup_batch)
     model.load_weights(weights)
+    restore_seed_states(model, state.get("seed_states"), Path(checkpoint_dir) / "state.json")
     return state
+
+
+def seed_states(model) -> list:
+    """The states of the model's Keras seed generators (weights files do not hold them)."""
+    return [keras.ops.convert_to_numpy(v).tolist() for v in model.variables
+            if v.path.endswith("seed_generator_state")]
+
+
+def restore_seed_states(model, states, source) -> None:
+    """Set the seed generators' states saved by :func:`seed_states` (``None``: leave them).
+
+    Raises:
+        ConfigError: the states do not fit the model (named ``source``).
+    """
+    if states is None:
+        return
+    variables = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    if not isinstance(states, list) or len(states) != len(variables):
+        raise ConfigError(f"{source}: 'seed_states' does not fit the model's {len(variables)} seed generator(s)")
+    for variable, value in zip(variables, states):
+        try:
+            variable.assign(np.asarray(value, dtype=variable.dtype).reshape(variable.shape))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: 'seed_states' does not fit the model ({err})") from None
 
 
 def clean_stale_files(checkpoint_dir, run_dir=None) -> list:
@@ -125,19 +166,27 @@ def clean_stale_files(checkpoint_dir, run_dir=None) -> list:
 class EpochCheckpoint(keras.callbacks.Callback):
     """Write weights, ``state.json`` and ``history.csv`` after every epoch.
 
+    ``state.json`` names the last epoch's weights (``weights``) and, with a
+    :class:`~tfuad.training.convergence.Convergence` callback, the best
+    epoch's (``best_weights``, a copy written when an epoch improves) and the
+    convergence state (``convergence``), all committed by one atomic replace.
+
     Args:
         checkpoint_dir: Folder for the weights files and ``state.json``.
         history_path: CSV of one row of logged metrics per epoch.
         history: Rows of earlier epochs (when resuming).
         enabled: False on non-chief workers of a multi-worker run.
+        convergence: The run's :class:`~tfuad.training.convergence.Convergence`
+            callback (it must run before this one), or ``None``.
     """
 
-    def __init__(self, checkpoint_dir, history_path, history=None, enabled: bool = True):
+    def __init__(self, checkpoint_dir, history_path, history=None, enabled: bool = True, convergence=None):
         super().__init__()
         self.checkpoint_dir = Path(checkpoint_dir)
         self.history_path = Path(history_path)
         self.history = list(history or [])
         self.enabled = enabled
+        self.convergence = convergence
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
@@ -148,11 +197,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1:04d}.weights.h5"
         with atomic_path(self.checkpoint_dir / name) as tmp:
             self.model.save_weights(tmp)
-        previous = read_state(self.checkpoint_dir)
-        write_json({"epoch": epoch + 1, "weights": name, "history": self.history},
-                   self.checkpoint_dir / "state.json")
-        if previous and previous.get("weights") != name:
-            (self.checkpoint_dir / previous["weights"]).unlink(missing_ok=True)
+        previous = read_state(self.checkpoint_dir) or {}
+        best = previous.get("best_weights")
+        state = {"epoch": epoch + 1, "weights": name, "history": self.history,
+                 "seed_states": seed_states(self.model)}
+        if self.convergence is not None:
+            if self.convergence.improved:
+                best = f"best-{epoch + 1:04d}.weights.h5"
+                with atomic_path(self.checkpoint_dir / best) as tmp:
+                    shutil.copyfile(self.checkpoint_dir / name, tmp)
+            state.update(best_weights=best, convergence=self.convergence.state())
+        write_json(state, self.checkpoint_dir / "state.json")
+        for key, current in (("weights", name), ("best_weights", best)):
+            if previous.get(key) and previous[key] != current:
+                (self.checkpoint_dir / previous[key]).unlink(missing_ok=True)
         write_history(self.history, self.history_path)
 
 

@@ -1,10 +1,11 @@
 """Train a model of the zoo on the healthy slices of a dataset.
 
-:func:`train` runs five steps, each its own function: :func:`_setup` checks the
+:func:`train` runs its steps, each its own function: :func:`_setup` checks the
 run directory and the settings (and reads a stored run when resuming),
 :func:`_build_model` makes the model, :func:`_training_data` prepares the
-slices, :func:`_write_run_dir` records the run, :func:`_fit` trains and
-:func:`_save_model` writes ``model.keras``.
+slices, :func:`_write_run_dir` records the run, :func:`_fit` trains (with the
+callbacks of :func:`_watch`) and :func:`_save_model` writes ``model.keras``
+and the figures.
 
 Example:
     >>> from tfuad.data.layouts import discover
@@ -28,10 +29,17 @@ from tfuad.errors import ConfigError, DatasetError
 from tfuad.files import atomic_path, write_json
 from tfuad.training.run import RunDir
 
-__all__ = ["TrainConfig", "train", "DEFAULT_NORMALIZATION"]
+__all__ = ["TrainConfig", "train", "DEFAULT_NORMALIZATION", "MONITOR_DEFAULTS"]
 
 #: Intensity normalisation each paper uses: Baur scales to [0, 1], Chen z-scores.
 DEFAULT_NORMALIZATION = {"vae": "zscore", "gmvae": "zscore"}
+#: Loss term watched for best weights, plateaus and early stopping, where it is not ``loss``: the
+#: adversarial autoencoders' total loss holds the generator term, which rises as the discriminator
+#: learns, so their reconstruction term is watched; AnoGAN has no loss that measures convergence
+#: (``none``: it trains all epochs and keeps the last weights).
+MONITOR_DEFAULTS = {"saegan": "rec_loss", "anovaegan": "rec_loss", "anogan": "none"}
+#: Largest number of slices whose reconstructions are measured every epoch (iterative models: fewer).
+QUALITY_SLICES = {"default": 256, "iterative": 16}
 _STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -42,7 +50,8 @@ class TrainConfig:
     Args:
         model: Registered model name (``tfuad.models.MODEL_NAMES``).
         modality: Image modality to train on (``flair``, ``t2``, ``t1`` ...).
-        epochs: Total number of epochs (paper: 150).
+        epochs: Largest number of epochs (paper: 150); training stops earlier
+            when the watched loss stops improving (``patience``).
         batch_size: Slices per batch (paper: 8).
         image_size: Side of the square slices (128 or 256).
         seed: Seed of weights, shuffling and augmentation.
@@ -50,8 +59,21 @@ class TrainConfig:
         standardize: Histogram standardisation to landmarks learned on the
             training subjects (see :class:`~tfuad.data.preprocessing.PreprocessConfig`).
         model_kwargs: Extra constructor arguments of the model.
-        augment: Light label-free augmentation (flips, intensity jitter).
+        augment: Flip, rotation, scale, shift, intensity scale and gamma of the
+            training slices (:func:`~tfuad.data.pipeline.augment_brain_slice`).
         strategy: ``default``, ``mirrored`` or ``multiworker`` (``TF_CONFIG``).
+        patience: Epochs without improvement of the watched loss before
+            training stops; the learning rate is reduced after half as many
+            (:class:`~tfuad.training.convergence.ConvergenceRule`). 0: neither.
+        lr_factor: Factor of each learning-rate reduction.
+        min_lr: Floor of the learning rate.
+        min_delta: Relative improvement of the watched loss that counts.
+        monitor: Loss term to watch (``loss``, ``rec_loss``, ``l1`` ...; its
+            ``val_`` value when there are validation slices); ``None``: the
+            model's default (:data:`MONITOR_DEFAULTS`, else ``loss``);
+            ``"none"``: keep the last weights, never stop early.
+        figure_every: Redraw ``reconstructions.png`` and ``loss_curves.png``
+            every this many epochs (0: only at the end).
     """
 
     model: str
@@ -63,16 +85,40 @@ class TrainConfig:
     normalization: str | None = None
     standardize: bool = False
     model_kwargs: dict = field(default_factory=dict)
-    augment: bool = False
+    augment: bool = True
     strategy: str = "default"
+    patience: int = 10
+    lr_factor: float = 0.5
+    min_lr: float = 1e-6
+    min_delta: float = 1e-4
+    monitor: str | None = None
+    figure_every: int = 10
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "image_size"):
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("image_size", 1), ("patience", 0),
+                              ("figure_every", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"training setting {name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                kind = "a positive" if minimum else "a non-negative"
+                raise ConfigError(f"training setting {name} must be {kind} integer, got {value!r}")
+        def number(value):
+            return not isinstance(value, bool) and isinstance(value, (int, float)) and bool(np.isfinite(value))
+
+        if not number(self.lr_factor) or not 0 < self.lr_factor < 1:
+            raise ConfigError(f"training setting lr_factor must be a number in (0, 1), got {self.lr_factor!r}")
+        for name in ("min_lr", "min_delta"):
+            if not number(getattr(self, name)) or getattr(self, name) < 0:
+                raise ConfigError(f"training setting {name} must be a number >= 0, got {getattr(self, name)!r}")
         if self.strategy not in _STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose default, mirrored or multiworker")
+
+    def watched(self, validation: bool) -> str | None:
+        """The logged value the run watches (``val_loss``, ``loss`` ...), or ``None``."""
+        term = self.monitor if self.monitor is not None else MONITOR_DEFAULTS.get(self.model, "loss")
+        if str(term).lower() == "none":
+            return None
+        term = term[4:] if term.startswith("val_") else term
+        return f"val_{term}" if validation else term
 
     def resolved_normalization(self) -> str:
         return self.normalization or DEFAULT_NORMALIZATION.get(self.model, "percentile")
@@ -338,51 +384,146 @@ def _write_run_dir(setup: _Setup, dataset, data: _Data, model_kwargs: dict, log)
 # --------------------------------------------------------------------------- 5. fit and save
 
 
-def _fit(model, setup: _Setup, data: _Data, verbose, log) -> list:
-    """Train from the last checkpoint (if any) to ``config.epochs``; returns the per-epoch history."""
+@dataclass
+class _Watch:
+    """What a run measures and draws besides its losses."""
+
+    convergence: object          # the Convergence callback
+    quality: object              # the ReconstructionQuality callback
+    figure_slices: np.ndarray    # slices shown in reconstructions.png
+
+
+def _watch(model, setup: _Setup, data: _Data, stored, log) -> _Watch:
+    """The convergence rule and the slices whose reconstructions are measured and drawn."""
+    from tfuad.training.convergence import Convergence, ConvergenceRule, ReconstructionQuality
+    from tfuad.training.figures import pick_slices
+
+    config = setup.config
+    validation = len(data.x_val) > 0
+    rule = ConvergenceRule(monitor=config.watched(validation), patience=config.patience, lr_factor=config.lr_factor,
+                           min_lr=config.min_lr, min_delta=config.min_delta)
+    slices = data.x_val if validation else data.x_train
+    limit = QUALITY_SLICES["iterative" if getattr(model, "iterative", False) else "default"]
+    quality_slices = slices[np.unique(np.linspace(0, len(slices) - 1, min(limit, len(slices))).round().astype(int))]
+    if not setup.state:
+        where = "validation" if validation else "training"
+        if rule.monitor is None:
+            log(f"{config.model}: no loss measures convergence; training all {config.epochs} epochs, keeping the last "
+                "weights")
+        else:
+            stops = (f"learning rate x{config.lr_factor:g} after {rule.lr_patience} epochs without improvement, "
+                     f"stop after {rule.patience}" if rule.patience else "no plateaus or early stopping")
+            log(("" if validation else "no validation slices (no 'calib' subjects): ")
+                + f"best weights, plateaus and early stopping follow {rule.monitor} ({stops}); "
+                + f"L1/SSIM of {len(quality_slices)} healthy {where} slices are logged every epoch")
+    return _Watch(Convergence(rule, stored),
+                  ReconstructionQuality(quality_slices, "val_" if validation else "", config.batch_size),
+                  quality_slices[pick_slices(quality_slices, setup.pconfig.background_value, 4)])
+
+
+def _callbacks(model, setup: _Setup, watch: _Watch, history: list) -> list:
+    """Quality, convergence, checkpoint (in this order: each reads what the one before logged), figures, logs."""
     import keras
 
-    from tfuad.data.pipeline import slice_dataset
-    from tfuad.training.checkpoint import EpochCheckpoint, restore_checkpoint
+    from tfuad.training.checkpoint import EpochCheckpoint
+    from tfuad.training.figures import draw_run_figures
 
-    config, run = setup.config, setup.run
-    train_ds = slice_dataset(data.x_train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
-                             augment=config.augment)
-    val_ds = slice_dataset(data.x_val, batch_size=config.batch_size, shuffle=False) if len(data.x_val) else None
-    history, initial_epoch = [], 0
-    if setup.state:
-        state = restore_checkpoint(model, run.checkpoint_dir, data.x_train[: config.batch_size])
-        history, initial_epoch = state["history"], int(state["epoch"])
-        log(f"resuming {config.model} at epoch {initial_epoch + 1} of {config.epochs}")
-    ckpt = EpochCheckpoint(run.checkpoint_dir, run.history_path, history, enabled=setup.chief)
-    callbacks = [ckpt]
+    config, run, conv = setup.config, setup.run, watch.convergence
+    ckpt = EpochCheckpoint(run.checkpoint_dir, run.history_path, history, enabled=setup.chief, convergence=conv)
+    callbacks = [watch.quality, conv, ckpt]
+    if setup.chief and config.figure_every:
+        def figures(epoch, logs):
+            if (epoch + 1) % config.figure_every == 0:
+                draw_run_figures(model, watch.figure_slices, ckpt.history, run.path, monitor=conv.rule.monitor,
+                                 best_epoch=conv.best_epoch, title=f"{config.model}, epoch {epoch + 1}")
+
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=figures))
     if setup.chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.log_dir)))
+    return callbacks
+
+
+def _fit(model, setup: _Setup, data: _Data, verbose, log) -> tuple[list, _Watch]:
+    """Train from the last checkpoint (if any) until the epoch cap or an early stop.
+
+    Returns:
+        The per-epoch history and the run's :class:`_Watch`.
+    """
+    from tfuad.data.pipeline import slice_dataset, training_batches
+    from tfuad.training.checkpoint import restore_checkpoint
+
+    config, run = setup.config, setup.run
+    history, initial_epoch, stored = [], 0, None
+    if setup.state:
+        state = restore_checkpoint(model, run.checkpoint_dir, data.x_train[: config.batch_size])
+        history, initial_epoch, stored = state["history"], int(state["epoch"]), state.get("convergence")
+        log(f"resuming {config.model} at epoch {initial_epoch + 1} of at most {config.epochs}")
+    watch = _watch(model, setup, data, stored, log)
+    watch.convergence.set_model(model)
+    watch.convergence.restore_learning_rates()
+    callbacks = _callbacks(model, setup, watch, history)
+    train_ds, steps = training_batches(data.x_train, batch_size=config.batch_size, epochs=config.epochs,
+                                       first_epoch=initial_epoch, seed=config.seed, augment=config.augment,
+                                       background=setup.pconfig.background_value)
+    val_ds = slice_dataset(data.x_val, batch_size=config.batch_size, shuffle=False) if len(data.x_val) else None
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=verbose, shuffle=False)
-    return ckpt.history
+              steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+    conv = watch.convergence
+    if conv.stopped_epoch:
+        log(f"stopped early after epoch {conv.stopped_epoch}: {conv.rule.monitor} has not improved for "
+            f"{conv.rule.patience} epochs (best {conv.best:.6g} at epoch {conv.best_epoch})")
+    return callbacks[2].history, watch
 
 
-def _save_model(model, run: RunDir):
+def _save_model(model, setup: _Setup, log, watch: _Watch | None = None, history=None):
+    """Write ``model.keras`` with the best epoch's weights (else the last), then the run's figures."""
+    from tfuad.training.checkpoint import best_weights_file, read_state
+    from tfuad.training.figures import draw_run_figures
+
+    run = setup.run
+    state = read_state(run.checkpoint_dir) or {}
+    best = best_weights_file(run.checkpoint_dir, state) if state else None
+    if best is not None:
+        model.load_weights(best)
+        summary = state.get("convergence") or {}
+        log(f"model.keras holds the weights of epoch {summary.get('best_epoch')} "
+            f"(best {summary.get('monitor')} {summary.get('best', float('nan')):.6g})")
     with atomic_path(run.model_path) as tmp:
         model.save(tmp)
+    if watch is not None:
+        conv = watch.convergence
+        draw_run_figures(model, watch.figure_slices, history, run.path, monitor=conv.rule.monitor,
+                         best_epoch=conv.best_epoch, title=setup.config.model)
 
 
-def _nothing_to_train(setup: _Setup, log) -> list:
-    """A resumed run that has its epochs already: say so, and write ``model.keras`` if it is missing."""
-    config, run, done = setup.config, setup.run, _epochs_done(setup)
-    log(f"{run.path}: already trained {done} epochs (--epochs {config.epochs}); nothing to train "
-        f"(pass --epochs above {done} to continue)")
+def _finished(setup: _Setup) -> str | None:
+    """Why a resumed run has nothing left to train (``None`` when it has)."""
+    if not setup.state:
+        return None
+    done, convergence = _epochs_done(setup), setup.state.get("convergence") or {}
+    if convergence.get("stopped_epoch"):
+        return (f"{setup.run.path}: stopped early after epoch {convergence['stopped_epoch']} ("
+                f"{convergence.get('monitor')} did not improve for {setup.config.patience} epochs); nothing to train")
+    if done >= setup.config.epochs:
+        return (f"{setup.run.path}: already trained {done} epochs (--epochs {setup.config.epochs}); nothing to "
+                f"train (pass --epochs above {done} to continue)")
+    return None
+
+
+def _nothing_to_train(setup: _Setup, reason: str, log) -> list:
+    """A resumed run with nothing left to train: say so, and write ``model.keras`` if it is missing."""
+    from tfuad.training.checkpoint import restore_checkpoint
+
+    config, run = setup.config, setup.run
+    log(reason)
     if setup.chief and not run.model_path.is_file():
-        from tfuad.training.checkpoint import restore_checkpoint
-
         model, _, _ = _build_model(config, log)
         size = config.image_size
         restore_checkpoint(model, run.checkpoint_dir, np.zeros((1, size, size, model.channels), np.float32))
-        _save_model(model, run)
-        log(f"wrote {run.model_path} from the last checkpoint")
+        _save_model(model, setup, log)
+        log(f"wrote {run.model_path} from the checkpoint")
     return list(setup.state["history"])
 
 
@@ -392,6 +533,14 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
 
     Subjects with split ``train`` are used for training and ``calib`` for the
     validation loss (a dataset without splits trains on all its subjects).
+    Training runs to convergence: the weights of the epoch with the best
+    watched loss (``val_loss`` by default, the training loss without
+    validation slices) are kept and saved as ``model.keras``, the learning
+    rate is reduced on plateaus and training stops after ``config.patience``
+    epochs without improvement (``config.epochs`` is a cap). Every epoch logs
+    the L1 and SSIM of the reconstructions of healthy validation slices; at
+    the end (and every ``config.figure_every`` epochs) ``reconstructions.png``
+    and ``loss_curves.png`` are drawn.
 
     Args:
         run_dir: Output folder (see :class:`~tfuad.training.run.RunDir`).
@@ -399,9 +548,11 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
         config: The :class:`TrainConfig`. When resuming, the stored config is
             used and only ``epochs`` is taken from this one; ``config.model``
             must be the stored run's model.
-        resume: Continue from the last completed epoch. When the run has
-            ``config.epochs`` epochs already, nothing is trained (a line says
-            so) and ``model.keras`` is written if it is missing.
+        resume: Continue from the last completed epoch, with the counters of
+            the convergence rule and the learning rates as they were. When the
+            run has ``config.epochs`` epochs already, or stopped early, nothing
+            is trained (a line says so) and ``model.keras`` is written if it is
+            missing.
         overwrite: Replace an existing tfuad run in ``run_dir`` (only tfuad's
             own files are removed; a folder that is not a tfuad run, or a
             symbolic link, is refused).
@@ -417,13 +568,14 @@ def train(run_dir, dataset, config: TrainConfig, *, resume: bool = False, overwr
         DatasetError: the dataset lacks the modality or healthy training slices.
     """
     setup = _setup(run_dir, dataset, config, resume, overwrite, log)
-    if setup.state and _epochs_done(setup) >= setup.config.epochs:
-        return _nothing_to_train(setup, log)
+    reason = _finished(setup)
+    if reason:
+        return _nothing_to_train(setup, reason, log)
     model, _, model_kwargs = _build_model(setup.config, log)
     data = _training_data(setup, dataset, log)
     if setup.chief and not resume:
         _write_run_dir(setup, dataset, data, model_kwargs, log)
-    history = _fit(model, setup, data, verbose, log)
+    history, watch = _fit(model, setup, data, verbose, log)
     if setup.chief:
-        _save_model(model, setup.run)
+        _save_model(model, setup, log, watch, history)
     return history
