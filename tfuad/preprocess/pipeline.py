@@ -170,10 +170,10 @@ def check_subject_id(subject, source=None) -> str:
     Example:
         >>> check_subject_id("sub-01")
         'sub-01'
-        >>> check_subject_id("../../etc", "manifest.csv")
+        >>> check_subject_id("../x", "m.csv")
         Traceback (most recent call last):
         ...
-        tfuad.errors.DatasetError: manifest.csv: subject id '../../etc' cannot name an output folder (it holds a path separator)
+        tfuad.errors.DatasetError: m.csv: subject id '../x' cannot name an output folder (it holds a path separator)
     """
     text = subject if isinstance(subject, str) else ""
     if not text.strip():

@@ -13,7 +13,7 @@ Layout::
     RUN_DIR/loss_curves.png      the curves of ``history.csv``
     RUN_DIR/calibration-<method>.json   thresholds (and the method's own settings, e.g.
                                  MAP-TV's λ) written by ``tfuad calibrate``
-    RUN_DIR/lambda_curve.png     ε(λ) of the MAP-TV calibration
+    RUN_DIR/<setting>_curve.png  selection curves drawn at calibration (``lambda_curve.png``)
 
 Only these entries are tfuad's (:data:`RUN_ENTRIES`): ``--overwrite`` removes
 them and nothing else, and only in a folder whose ``config.json`` is a tfuad
@@ -45,7 +45,7 @@ RUN_KEYS = ("model", "training", "preprocess", "tfuad_version")
 REQUIRED_KEYS = ("model", "model_kwargs", "training", "preprocess", "data", "tfuad_version")
 #: Names (glob patterns) of the entries tfuad writes into a run directory.
 RUN_ENTRIES = ("config.json", "model.keras", "history.csv", "checkpoints", "logs", "calibration.json",
-               "calibration-*.json", "lambda_curve.png", "reconstructions.png", "loss_curves.png")
+               "calibration-*.json", "*_curve.png", "reconstructions.png", "loss_curves.png")
 
 
 def is_temporary_of(name: str, pattern: str) -> bool:
@@ -76,6 +76,8 @@ class RunDir:
     checkpoint_dir = property(lambda self: self.path / "checkpoints")
     state_path = property(lambda self: self.path / "checkpoints" / "state.json")
     log_dir = property(lambda self: self.path / "logs")
+    reconstructions_path = property(lambda self: self.path / "reconstructions.png")
+    loss_curves_path = property(lambda self: self.path / "loss_curves.png")
 
     def calibration_path(self, method: str) -> Path:
         """The calibration file of a scoring method."""
@@ -96,8 +98,6 @@ class RunDir:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest()
-    reconstructions_path = property(lambda self: self.path / "reconstructions.png")
-    loss_curves_path = property(lambda self: self.path / "loss_curves.png")
 
     def exists(self) -> bool:
         """True when the folder holds a ``config.json`` (see :meth:`is_run` for whether it is tfuad's)."""
