@@ -45,6 +45,13 @@ the compiled loop as tensors), ``init_state(x)`` / ``state_spec(spec)`` (the
 optimiser state carried through the loop) and ``update(x, grad, state, t,
 hyper)`` (one ascent step at global step ``t``).
 
+Precision: the network inside ``ELBO(X)`` may compute in bfloat16
+(``precision="mixed_bfloat16"``, also for a model trained in float32: the
+weights are the same); the iterate ``X``, the optimiser state, the TV term,
+the ELBO's sums and the objective stay float32, so the step sizes and the
+stopping rule act on float32 values and only the network's rounding
+(relative 2⁻⁹ per operation) enters the gradient.
+
 The whole optimisation of a batch of slices runs in one ``tf.function``
 (a ``tf.while_loop`` around a ``GradientTape``), optionally XLA-compiled; it
 is traced once per :class:`Restorer` and reused for every volume: the batch
@@ -66,9 +73,11 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import tensorflow as tf
 
+from tfuad.canvas import check_png, new_figure, save_figure
 from tfuad.errors import ConfigError, DimensionError, NonFiniteError
+from tfuad.models.base import computing_at, precision_of
 from tfuad.models.resblocks import loop_invariant_weights
-from tfuad.reports.figures import check_png, new_figure, save_figure
+from tfuad.precision import resolve_precision
 
 __all__ = [
     "total_variation",
@@ -373,9 +382,14 @@ class Restorer:
             :data:`AUTO_BATCH_PIXELS` pixels per batch (a whole 155-slice
             volume at 128 × 128, 40 slices at 256 × 256).
         jit_compile: Compile the loop with XLA.
+        precision: Precision of the network: ``"float32"``,
+            ``"mixed_bfloat16"``, ``"auto"``, or ``None`` (default) for the
+            model's own. The iterate, the optimiser state, the TV term and the
+            objective are float32 in every case.
 
     Attributes:
         steps_taken_: Steps run for each batch of the last :meth:`restore`.
+        precision: The resolved precision of the network.
 
     Example:
         >>> restorer = Restorer(model, lam=3.0, schedule="paper", batch_size=64)   # doctest: +SKIP
@@ -383,10 +397,14 @@ class Restorer:
     """
 
     def __init__(self, model, lam: float = 1.0, schedule="paper", batch_size: int | None = None,
-                 jit_compile: bool = False):
+                 jit_compile: bool = False, precision: str | None = None):
         if not callable(getattr(model, "log_density", None)):
             raise ConfigError(f"{type(model).__name__} has no log_density(x) and cannot be restored")
         self.model = model
+        own = precision_of(model)
+        self.precision = own if precision is None else resolve_precision(precision)
+        if self.precision != own and not hasattr(model, "dtype_policy"):
+            raise ConfigError(f"{type(model).__name__} is not a Keras model and cannot run at {self.precision}")
         self.lam = lam
         self.schedule = get_schedule(schedule)
         self.slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
@@ -478,14 +496,18 @@ class Restorer:
         return [active[i:i + size] for i in range(0, len(active), size)], size
 
     def _call(self, x, y, m, state, step0, n_steps, tol, patience):
-        """Run the compiled loop on arrays or tensors; return ``(x, state, steps)`` tensors."""
+        """Run the compiled loop on arrays or tensors; return ``(x, state, steps)`` tensors.
+
+        The loop is traced on its first call, so at :attr:`precision`.
+        """
         tensor = (lambda v: tf.convert_to_tensor(v, tf.float32))
-        return self._loop(
-            tensor(x), tensor(y), tensor(m), tf.nest.map_structure(tensor, state),
-            tf.constant(self.lam, tf.float32), tf.constant(step0, tf.int32), tf.constant(n_steps, tf.int32),
-            tuple(tf.constant(h, tf.float32) for h in self.schedule.hyper()),
-            tf.constant(tol, tf.float32), tf.constant(patience, tf.int32),
-        )
+        with computing_at(self.model, self.precision):
+            return self._loop(
+                tensor(x), tensor(y), tensor(m), tf.nest.map_structure(tensor, state),
+                tf.constant(self.lam, tf.float32), tf.constant(step0, tf.int32), tf.constant(n_steps, tf.int32),
+                tuple(tf.constant(h, tf.float32) for h in self.schedule.hyper()),
+                tf.constant(tol, tf.float32), tf.constant(patience, tf.int32),
+            )
 
     def _run(self, x, y, m, state, step0, n_steps, tol, patience):
         x, state, steps = self._call(x, y, m, state, step0, n_steps, tol, patience)

@@ -6,6 +6,7 @@ Chen et al. 2020: ``vae`` and ``gmvae`` normative priors.
 Example:
     >>> from tfuad.models import build_model
     >>> model = build_model("svae", image_size=64)   # doctest: +SKIP
+    >>> model = build_model("vae", image_size=128, precision="mixed_bfloat16")   # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -42,6 +43,24 @@ def model_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def build_model(name: str, **kwargs):
-    """Instantiate the model ``name`` with keyword arguments of its constructor."""
-    return model_class(name)(**kwargs)
+def build_model(name: str, precision: str | None = None, **kwargs):
+    """Instantiate the model ``name`` with keyword arguments of its constructor.
+
+    Args:
+        name: A name of :data:`MODEL_NAMES`.
+        precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"auto"``
+            (:func:`tfuad.precision.resolve_precision`); default: Keras'
+            global dtype policy. Stored in the model's config as its ``dtype``.
+        **kwargs: Constructor arguments.
+
+    Raises:
+        ConfigError: for an unknown name or precision, or both ``precision`` and ``dtype``.
+    """
+    cls = model_class(name)
+    if precision is not None:
+        from tfuad.precision import resolve_precision
+
+        if "dtype" in kwargs:
+            raise ConfigError("give the precision either as precision= or as dtype=, not both")
+        kwargs["dtype"] = resolve_precision(precision)
+    return cls(**kwargs)

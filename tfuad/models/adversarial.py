@@ -21,7 +21,8 @@
   ``f`` the discriminator's last convolutional features.
 
 Discriminators output logits; ``−log D(·)`` and ``−log(1 − D(·))`` are computed
-as ``softplus(−logit)`` and ``softplus(logit)`` for numerical stability.
+as ``softplus(−logit)`` and ``softplus(logit)`` for numerical stability, in
+float32 (also when the networks compute in bfloat16).
 
 Example:
     >>> import tensorflow as tf
@@ -38,6 +39,7 @@ import keras
 import tensorflow as tf
 
 from tfuad.models.autoencoders import LossTrackingModel, SpatialAE, SpatialVAE, l1_per_sample
+from tfuad.models.base import to_float32
 from tfuad.models.layers import (
     Discriminator,
     check_number,
@@ -75,8 +77,8 @@ def discriminator_loss(real_logits, fake_logits):
         >>> round(float(discriminator_loss(tf.zeros((2, 1)), tf.zeros((2, 1)))), 4)
         1.3863
     """
-    return (tf.reduce_mean(tf.nn.softplus(-real_logits))
-            + tf.reduce_mean(tf.nn.softplus(fake_logits)))
+    return (tf.reduce_mean(tf.nn.softplus(-to_float32(real_logits)))
+            + tf.reduce_mean(tf.nn.softplus(to_float32(fake_logits))))
 
 
 def generator_loss(fake_logits):
@@ -88,7 +90,7 @@ def generator_loss(fake_logits):
     Returns:
         Scalar tensor.
     """
-    return tf.reduce_mean(tf.nn.softplus(-fake_logits))
+    return tf.reduce_mean(tf.nn.softplus(-to_float32(fake_logits)))
 
 
 class _AdversarialTraining:
@@ -351,8 +353,8 @@ class AnoGAN(_AdversarialTraining, LossTrackingModel):
         return super().default_optimizer(name)
 
     def generate(self, z, training: bool = False):
-        """Images ``G(z)`` of shape ``(B, S, S, channels)`` from codes ``(B, latent_dim)``."""
-        return self.generator(z, training=training)
+        """Images ``G(z)`` of shape ``(B, S, S, channels)`` from codes ``(B, latent_dim)``, float32."""
+        return to_float32(self.generator(z, training=training))
 
     # -- latent mapping -----------------------------------------------------
     def mapping_loss(self, x, z):
@@ -365,31 +367,41 @@ class AnoGAN(_AdversarialTraining, LossTrackingModel):
         Returns:
             Tensor ``(B,)``.
         """
-        return self._mapping_loss(x, self.discriminator.features(x), z)
+        return self._mapping_loss(x, self._features(x), z)
+
+    def _features(self, x):
+        """Discriminator features ``f(x)``, float32."""
+        return to_float32(self.discriminator.features(x))
 
     def _mapping_loss(self, x, x_features, z):
         g = self.generate(z)
         residual = l1_per_sample(x, g)
-        discrimination = tf.reduce_sum(tf.abs(x_features - self.discriminator.features(g)), axis=1)
+        discrimination = tf.reduce_sum(tf.abs(x_features - self._features(g)), axis=1)
         return (1.0 - self.anogan_lambda) * residual + self.anogan_lambda * discrimination
 
     @tf.function(reduce_retracing=True)
-    def search_latent(self, x, steps):
+    def search_latent(self, x, steps, compute_dtype=None):
         """Latent codes minimising :meth:`mapping_loss`, found by Adam in a ``tf.while_loop``.
 
-        Compiled once per input signature: pass ``steps`` as an ``int32``
-        tensor to share one trace between step counts.
+        Compiled once per input signature and compute dtype: pass ``steps``
+        as an ``int32`` tensor to share one trace between step counts. The
+        code, its Adam moments and the loss stay float32 under
+        ``mixed_bfloat16``.
 
         Args:
             x: Images ``(B, S, S, channels)``.
             steps: Number of Adam steps (scalar).
+            compute_dtype: The networks' compute dtype, a key of the trace
+                (:meth:`map_to_latent` passes it, so a trace made inside
+                :func:`~tfuad.models.base.computing_at` is not reused at
+                another precision).
 
         Returns:
             Codes ``(B, latent_dim)``; the start is ``N(0, I)`` drawn with
             ``search_seed``, so the result is deterministic.
         """
         x = tf.cast(x, tf.float32)
-        x_features = self.discriminator.features(x)
+        x_features = self._features(x)
         z = tf.random.stateless_normal((tf.shape(x)[0], self.latent_dim),
                                        seed=(self.search_seed, 0))
         beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
@@ -413,7 +425,7 @@ class AnoGAN(_AdversarialTraining, LossTrackingModel):
         """Latent codes of ``x`` after ``steps`` (default ``anogan_steps``) mapping steps."""
         steps = self.anogan_steps if steps is None else check_number("steps", steps, integer=True,
                                                                      minimum=0)
-        return self.search_latent(tf.convert_to_tensor(x, tf.float32), tf.constant(steps, tf.int32))
+        return self.search_latent(tf.cast(x, tf.float32), tf.constant(steps, tf.int32), self.compute_dtype)
 
     def call(self, inputs, training: bool = False):
         self._check_shape(inputs.shape)
@@ -427,7 +439,7 @@ class AnoGAN(_AdversarialTraining, LossTrackingModel):
         gradient w.r.t. ``x`` is that of the mapping loss itself. Not a
         normalised density.
         """
-        x = tf.convert_to_tensor(x, tf.float32)
+        x = tf.cast(x, tf.float32)
         return -self.mapping_loss(x, tf.stop_gradient(self.map_to_latent(x)))
 
     # -- training -----------------------------------------------------------

@@ -34,7 +34,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfuad.models.base import AnomalyModel, gaussian_log_likelihood
+from tfuad.models.base import AnomalyModel, gaussian_log_likelihood, to_float32
 from tfuad.models.layers import (
     check_number,
     conv_decoder,
@@ -68,8 +68,7 @@ def l1_per_sample(x, x_hat):
     Returns:
         Tensor ``(B,)``.
     """
-    diff = tf.cast(x, tf.float32) - tf.cast(x_hat, tf.float32)
-    return tf.reduce_sum(tf.abs(diff), axis=[1, 2, 3])
+    return tf.reduce_sum(tf.abs(to_float32(x) - to_float32(x_hat)), axis=[1, 2, 3])
 
 
 def gaussian_kl(mean, log_var):
@@ -80,12 +79,13 @@ def gaussian_kl(mean, log_var):
         log_var: Posterior log-variances, same shape.
 
     Returns:
-        Tensor ``(B,)``.
+        float32 tensor ``(B,)`` (computed in float32 whatever the inputs' dtype).
 
     Example:
         >>> float(gaussian_kl(tf.zeros((1, 4)), tf.zeros((1, 4)))[0])
         0.0
     """
+    mean, log_var = to_float32(mean), to_float32(log_var)
     kl = 0.5 * (tf.exp(log_var) + tf.square(mean) - 1.0 - log_var)
     return tf.reduce_sum(tf.reshape(kl, (tf.shape(kl)[0], -1)), axis=1)
 
@@ -275,12 +275,12 @@ class _Autoencoder(LossTrackingModel):
 
     # -- inference ----------------------------------------------------------
     def encode(self, x, training: bool = False):
-        """Latent code ``z`` (VAEs: the pair ``(mean, log_var)``)."""
-        return self.encoder(x, training=training)
+        """Latent code ``z``, float32 (VAEs: the pair ``(mean, log_var)``)."""
+        return to_float32(self.encoder(x, training=training))
 
     def decode(self, z, training: bool = False):
-        """Reconstruction ``(B, S, S, channels)`` of latent codes ``z``."""
-        return self.decoder(z, training=training)
+        """Reconstruction ``(B, S, S, channels)`` of latent codes ``z``, float32."""
+        return to_float32(self.decoder(z, training=training))
 
     def _latent_point(self, x, training):
         return self.encode(x, training=training)
@@ -360,8 +360,8 @@ class _Variational:
         return super().loss_names() + ("kl_loss",)
 
     def encode(self, x, training: bool = False):
-        """Posterior ``(mean, log_var)``, each of shape ``(B, *latent_shape)``."""
-        mean, log_var = tf.split(self.encoder(x, training=training), 2, axis=-1)
+        """Posterior ``(mean, log_var)``, each of shape ``(B, *latent_shape)``, float32."""
+        mean, log_var = tf.split(to_float32(self.encoder(x, training=training)), 2, axis=-1)
         return mean, log_var
 
     def _latent_point(self, x, training):

@@ -56,7 +56,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfuad.errors import ConfigError
-from tfuad.models.base import AnomalyModel, gaussian_log_likelihood
+from tfuad.models.base import AnomalyModel, gaussian_log_likelihood, to_float32
 from tfuad.models.resblocks import DownBlock, FlipGradConv2D, UpBlock
 
 __all__ = ["ResVAE", "GMVAE", "PAPER_FILTERS", "PAPER_SIGMA"]
@@ -70,7 +70,8 @@ PAPER_SIGMA = math.sqrt(0.5)
 
 
 def _diag_gaussian(mean, logvar):
-    """``N(mean, diag exp(logvar))`` over the last three axes (one event per sample)."""
+    """``N(mean, diag exp(logvar))`` over the last three axes (one event per sample), in float32."""
+    mean, logvar = to_float32(mean), to_float32(logvar)
     return tfd.Independent(tfd.Normal(mean, tf.exp(0.5 * logvar)), reinterpreted_batch_ndims=3)
 
 
@@ -163,16 +164,16 @@ class _NormativePrior(AnomalyModel):
         return _diag_gaussian(self.z_mean(features), self.z_logvar(features))
 
     def decode(self, z, training=False):
-        """Mean image ``μ_X(z)`` of ``p(x|z)``, shape ``(B, H, W, channels)``."""
+        """Mean image ``μ_X(z)`` of ``p(x|z)``, shape ``(B, H, W, channels)``, float32."""
         h = z
         for block in self.up_blocks:
             h = block(h, training=training)
-        return self.x_mean(h)
+        return to_float32(self.x_mean(h))
 
     def call(self, x, training=False):
-        """Reconstruction: decoder of a posterior sample (training) or mean (inference)."""
+        """Reconstruction: decoder of a posterior sample (training) or mean (inference), float32."""
         h = self._features(x, training)
-        mean = self.z_mean(h)
+        mean = to_float32(self.z_mean(h))
         if training:
             mean = mean + tf.exp(0.5 * self.z_logvar(h)) * tf.random.normal(tf.shape(mean))
         return self.decode(mean, training=training)
@@ -400,7 +401,7 @@ class GMVAE(_NormativePrior):
     def elbo_terms(self, x, training: bool = False, sample: bool = False):
         """Per-sample negative-ELBO terms ``{name: (B,)}``; see the class docstring."""
         h = self._features(x, training)
-        z_mean, z_logvar = self.z_mean(h), self.z_logvar(h)
+        z_mean, z_logvar = to_float32(self.z_mean(h)), to_float32(self.z_logvar(h))
         q_z = _diag_gaussian(z_mean, z_logvar)
         q_w = _diag_gaussian(self.w_mean(h), self.w_logvar(h))
         z = q_z.sample() if sample else z_mean

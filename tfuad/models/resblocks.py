@@ -53,6 +53,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+from keras.src.backend import AutocastScope  # no public API reads a weight unrounded inside a mixed layer
 
 __all__ = ["FlipGradConv2D", "DownBlock", "UpBlock", "loop_invariant_weights"]
 
@@ -323,9 +324,16 @@ def _leaky_relu(x, negative_slope: float):
 
 
 def _folded(conv, bn):
-    """``(kernel, shift)`` of ``conv`` followed by inference-mode ``bn``."""
+    """``(kernel, shift)`` of ``conv`` followed by inference-mode ``bn``, in ``conv``'s compute dtype.
+
+    Folded in float32 from the float32 weights, then rounded once (under
+    ``mixed_bfloat16`` Keras would hand the kernel over already rounded).
+    """
+    with AutocastScope(None):
+        kernel = tf.convert_to_tensor(conv.kernel)
     scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
-    return conv.kernel * scale, bn.beta - bn.moving_mean * scale
+    dtype = conv.compute_dtype
+    return tf.cast(kernel * scale, dtype), tf.cast(bn.beta - bn.moving_mean * scale, dtype)
 
 
 def _conv_bn(conv, bn, x, training, between=None):
@@ -339,6 +347,21 @@ def _conv_bn(conv, bn, x, training, between=None):
         return bn(between(conv(x)), training=True)
     kernel, shift = _invariant((id(conv), id(bn), "folded"), lambda: _folded(conv, bn))
     return tf.nn.bias_add(between(conv.convolve(x, lambda: kernel, tag=f"folded:{id(bn)}")), shift)
+
+
+def _up2(x):
+    """Bilinear ×2 up-sampling with half-pixel centres, in ``x``'s dtype (``UpSampling2D(2, "bilinear")``).
+
+    ``ResizeBilinear`` returns float32 whatever its input; Keras' layer casts
+    a bfloat16 result back with a saturating cast, whose clip puts a select,
+    two comparisons, a minimum and a maximum over every up-sampled activation
+    into each gradient (under ``mixed_bfloat16`` they cost a MAP-TV step as
+    much time as all of its convolutions). Bilinear values are convex
+    combinations of the input, so they cannot leave its range: a plain cast
+    is exact. For float32 inputs this is the layer's computation.
+    """
+    size = [2 * (tf.shape(x)[i] if x.shape[i] is None else x.shape[i]) for i in (1, 2)]
+    return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
 
 
 def _spatial(shape, factor):
@@ -406,6 +429,7 @@ class UpBlock(layers.Layer):
         self.filters = _check_filters(filters)
         self.negative_slope = float(negative_slope)
         self.up_conv = FlipGradConv2D(self.filters, 3, padding="same", use_bias=False, name="up_conv")
+        # The layer is kept for its config and as the reference; ``call`` uses :func:`_up2`, the same up-sampling.
         self.up = layers.UpSampling2D(2, interpolation="bilinear", name="up")
         self.bn1 = layers.BatchNormalization(name="bn1")
         self.conv = FlipGradConv2D(self.filters, 3, padding="same", use_bias=False, name="conv")
@@ -427,10 +451,10 @@ class UpBlock(layers.Layer):
         return (input_shape[0], h, w, self.filters)
 
     def call(self, x, training=False):
-        h = _conv_bn(self.up_conv, self.bn1, x, training, between=self.up)
+        h = _conv_bn(self.up_conv, self.bn1, x, training, between=_up2)
         h = _leaky_relu(h, self.negative_slope)
         h = _conv_bn(self.conv, self.bn2, h, training)
-        return _leaky_relu(h + self.up(self.shortcut(x)), self.negative_slope)
+        return _leaky_relu(h + _up2(self.shortcut(x)), self.negative_slope)
 
     def get_config(self):
         config = super().get_config()
