@@ -2,10 +2,12 @@
 import json
 
 from click.testing import CliRunner
-from conftest import TINY_SAE
 
 from tfuad.cli.main import main
 from tfuad.data.layouts import discover
+
+#: The tiny spatial AE of the other end-to-end tests (tests/conftest.py).
+TINY_SAE = ("-O", "base_filters=8", "-O", "max_filters=16")
 
 
 def _cli(*args):

@@ -5,13 +5,12 @@
   ``e`` is shuffled and augmented from ``(seed, e)`` alone, so a run resumed at
   any epoch sees exactly the batches an uninterrupted run would;
 * :func:`augment_brain_slice`: flip, rotation, scale, shift, intensity scale
-  and gamma in TensorFlow ops (stateless, GPU-safe), the background kept;
-* :func:`augment_slices`: the older light augmentation (flip, intensity jitter).
+  and gamma in TensorFlow ops (stateless, GPU-safe), the background kept.
 
 Example:
     >>> import numpy as np
     >>> x = np.random.rand(10, 32, 32, 1).astype("float32")
-    >>> ds = slice_dataset(x, batch_size=4, seed=0, augment=True)
+    >>> ds = slice_dataset(x, batch_size=4, seed=0)
     >>> [tuple(b.shape) for b in ds]
     [(4, 32, 32, 1), (4, 32, 32, 1), (2, 32, 32, 1)]
 """
@@ -22,53 +21,15 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfuad.errors import DatasetError
+from tfuad.errors import ArrayError, ConfigError, DatasetError
 
-__all__ = ["slice_dataset", "training_batches", "augment_brain_slice", "augment_slices", "collect_slices",
-           "BRAIN_AUGMENTATION"]
+__all__ = ["slice_dataset", "training_batches", "augment_brain_slice", "collect_slices", "BRAIN_AUGMENTATION"]
 
 #: Ranges of :func:`augment_brain_slice` (``tfuad train --augment``): probability of the
 #: left-right mirror, rotation (degrees), isotropic scale, shift (fraction of the side),
 #: intensity scale and gamma (the exponent is drawn log-uniformly in ``[1/g, g]``).
 BRAIN_AUGMENTATION = {"flip": 0.5, "rotation": 10.0, "scale": 0.1, "shift": 0.04, "intensity": 0.1,
                       "gamma": 1.25}
-
-
-def augment_slices(x, seed, *, flip: bool = True, max_scale: float = 0.1, max_shift: float = 0.05):
-    """Light, label-free augmentation of one slice, deterministic given ``seed``.
-
-    With probability 1/2 the slice is mirrored left-right (its columns are
-    reversed: see :mod:`tfuad.data.preprocessing` for the slice layout), then
-    intensities become ``x * a + b`` with ``a ~ U[1 - max_scale, 1 + max_scale]``
-    and ``b ~ U[-max_shift, max_shift]``. All draws are stateless, so the same
-    ``seed`` always gives the same result, inside or outside ``tf.function``.
-
-    Args:
-        x: One slice ``(H, W, C)``.
-        seed: Shape ``(2,)`` integer seed (for example ``(base_seed, index)``).
-        flip: Allow the left-right mirror.
-        max_scale: Largest relative intensity scale change.
-        max_shift: Largest additive intensity shift.
-
-    Returns:
-        float32 tensor of ``x``'s shape.
-
-    Example:
-        >>> x = tf.reshape(tf.range(4, dtype=tf.float32), (2, 2, 1))
-        >>> a = augment_slices(x, [1, 2]); b = augment_slices(x, [1, 2])
-        >>> bool(tf.reduce_all(a == b))
-        True
-    """
-    x = tf.convert_to_tensor(x, dtype=tf.float32)
-    if x.shape.rank is not None and x.shape.rank != 3:
-        raise ValueError(f"augment_slices expects one slice (H, W, C), got shape {x.shape}")
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
-    if flip:
-        mirror = tf.random.stateless_uniform([], seed=seeds[0]) < 0.5
-        x = tf.cond(mirror, lambda: tf.reverse(x, axis=[1]), lambda: x)
-    scale = tf.random.stateless_uniform([], seed=seeds[1], minval=1.0 - max_scale, maxval=1.0 + max_scale)
-    shift = tf.random.stateless_uniform([], seed=seeds[2], minval=-max_shift, maxval=max_shift)
-    return x * scale + shift
 
 
 def augment_brain_slice(x, seed, *, background: float = 0.0, flip: float = 0.5, rotation: float = 10.0,
@@ -115,7 +76,7 @@ def augment_brain_slice(x, seed, *, background: float = 0.0, flip: float = 0.5, 
     """
     x = tf.convert_to_tensor(x, dtype=tf.float32)
     if x.shape.rank is not None and x.shape.rank != 3:
-        raise ValueError(f"augment_brain_slice expects one slice (H, W, C), got shape {x.shape}")
+        raise ArrayError(f"augment_brain_slice expects one slice (H, W, C), got shape {x.shape}")
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=7)
 
     def uniform(i, low, high):
@@ -191,7 +152,7 @@ def training_batches(slices, *, batch_size: int, epochs: int, first_epoch: int =
         (3, [2, 2, 1, 2, 2, 1])
     """
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if int(epochs) <= int(first_epoch):
         raise ValueError(f"no epoch to run: epochs={epochs!r}, first_epoch={first_epoch!r}")
     array = _checked_array(slices)
@@ -228,13 +189,10 @@ def _as_dataset(slices) -> tf.data.Dataset:
 
 
 def slice_dataset(slices, *, batch_size: int = 8, shuffle: bool = True, seed: int | None = None,
-                  augment: bool = False, cache: bool = True, repeat: bool = False,
-                  drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batches of float32 slices for training or inference.
+                  cache: bool = True, repeat: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of float32 slices for inference or simple loops (training uses :func:`training_batches`).
 
-    Order of operations: cache, shuffle (reshuffled every epoch), repeat,
-    augment (each element gets the seed ``(seed, position in the stream)``,
-    so every epoch sees new, reproducible augmentations), batch, prefetch.
+    Order of operations: cache, shuffle (reshuffled every epoch), repeat, batch, prefetch.
 
     Args:
         slices: Array ``(N, H, W, C)``, or a ``tf.data.Dataset`` of single
@@ -242,9 +200,7 @@ def slice_dataset(slices, *, batch_size: int = 8, shuffle: bool = True, seed: in
         batch_size: Slices per batch.
         shuffle: Shuffle with a buffer holding every slice of an array input
             (1024 slices for a dataset input).
-        seed: Seed of shuffling and augmentation; the same seed gives the same
-            stream. ``None`` draws a fresh one.
-        augment: Apply :func:`augment_slices`.
+        seed: Seed of shuffling; the same seed gives the same stream. ``None`` draws a fresh one.
         cache: Cache the slices of a dataset input in memory after the first
             pass (an array input is in memory already and is not copied).
         repeat: Repeat forever (then pass ``steps_per_epoch`` to ``fit``).
@@ -255,7 +211,7 @@ def slice_dataset(slices, *, batch_size: int = 8, shuffle: bool = True, seed: in
 
     Raises:
         DatasetError: empty, non-finite or wrongly shaped slices.
-        ValueError: ``batch_size < 1``.
+        ConfigError: ``batch_size < 1``.
 
     Example:
         >>> ds = slice_dataset(np.zeros((3, 16, 16, 1)), batch_size=2, shuffle=False)
@@ -263,7 +219,7 @@ def slice_dataset(slices, *, batch_size: int = 8, shuffle: bool = True, seed: in
         [2, 1]
     """
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31 - 1))
     is_array = not isinstance(slices, tf.data.Dataset)
@@ -275,11 +231,6 @@ def slice_dataset(slices, *, batch_size: int = 8, shuffle: bool = True, seed: in
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    if augment:
-        base = tf.constant(seed, tf.int64)
-        ds = ds.enumerate().map(
-            lambda i, x: augment_slices(x, tf.stack([base, i])),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
 

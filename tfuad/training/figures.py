@@ -1,7 +1,7 @@
 """Figures of a training run: reconstructions of healthy slices and the loss curves.
 
 Both are drawn with matplotlib on an Agg canvas (no pyplot state, no display)
-and written atomically (:func:`tfuad.files.atomic_path`):
+and written atomically (:mod:`tfuad.canvas`):
 
 * :func:`plot_reconstructions`: healthy slices (top row), their
   reconstructions (middle) and ``|x - x̂|`` (bottom), on one intensity scale;
@@ -23,28 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tfuad.files import atomic_path
+from tfuad.canvas import new_figure, save_figure
 
 __all__ = ["plot_reconstructions", "plot_loss_curves", "pick_slices", "draw_run_figures"]
-
-DPI = 100
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, out) -> Path:
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    return out
-
 
 def pick_slices(slices, background: float, count: int = 4) -> np.ndarray:
     """Indices of ``count`` slices spread over those with the most brain (non-background) pixels.
@@ -81,7 +63,7 @@ def plot_reconstructions(x, x_hat, out_png, *, title: str | None = None) -> Path
     residual = np.abs(x - x_hat)
     rows = (("input", x, "gray", (lo, hi)), ("reconstruction", x_hat, "gray", (lo, hi)),
             ("|x - x̂|", residual, "inferno", (0.0, max(float(residual.max()), 1e-6))))
-    fig = _figure(1.9 * len(x) + 0.6, 5.9)
+    fig = new_figure(1.9 * len(x) + 0.6, 5.9)
     axes = fig.subplots(3, len(x), squeeze=False)
     for r, (name, images, cmap, (vmin, vmax)) in enumerate(rows):
         for c in range(len(x)):
@@ -93,7 +75,7 @@ def plot_reconstructions(x, x_hat, out_png, *, title: str | None = None) -> Path
                 ax.set_ylabel(name)
     if title:
         fig.suptitle(title)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def _column(history, key):
@@ -121,7 +103,7 @@ def plot_loss_curves(history, out_png, *, monitor: str | None = None, best_epoch
         raise ValueError("no epochs to plot")
     epochs = np.array([int(r["epoch"]) for r in history])
     keys = {k for r in history for k in r}
-    fig = _figure(13.0, 3.6)
+    fig = new_figure(13.0, 3.6)
     ax_loss, ax_quality, ax_lr = fig.subplots(1, 3)
     for key in ("loss", "val_loss"):
         if key in keys:
@@ -152,7 +134,7 @@ def plot_loss_curves(history, out_png, *, monitor: str | None = None, best_epoch
     ax_lr.set_xlabel("epoch")
     if title:
         fig.suptitle(title)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def draw_run_figures(model, slices, history, run_dir, *, monitor=None, best_epoch=None, title=None) -> list:
