@@ -96,7 +96,8 @@ def test_checkpoint_names_must_stay_in_the_checkpoint_folder(run_copy, demo_data
     shutil.copy(run_copy / "checkpoints" / state["weights"], victim)
     state["weights"] = str(victim) if absolute else "../../victim.weights.h5"
     state_path.write_text(json.dumps(state))
-    _one_line_error(_train(demo_data, run_copy, "--resume", epochs=2), "state.json", "plain file name")
+    _one_line_error(_train(demo_data, run_copy, "--resume", epochs=2), "state.json",
+                    "cannot name an output folder or file")
     assert victim.is_file()
 
 

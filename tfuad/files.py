@@ -18,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tfuad.errors import ConfigError
+from tfuad.errors import ConfigError, DataError
 
 __all__ = ["atomic_path", "write_json", "read_json", "check_name", "ensure_writable_dir"]
 
@@ -64,25 +64,44 @@ def read_json(path):
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
 
 
-def check_name(name, what: str = "name") -> str:
-    """``name`` if it can be a file or folder name inside an output folder.
+def check_name(name, what: str = "name", source=None) -> str:
+    """``name`` if it can name a file or folder inside an output folder.
 
-    Ids from manifests, records or user input become file names only through
-    this check: no path separator, no ``..``, not absolute, not empty, no
-    leading dot (hidden and temporary names are tfuad's own).
+    Ids from manifests, records or file names become file names only through
+    this check: not empty, not ``.`` or ``..``, no path separator (so no
+    absolute path), no NUL, no leading dot (hidden names are tfuad's
+    temporaries).
+
+    Args:
+        name: The candidate.
+        what: What it is, for the message (``"subject id"``, ``"'weights'"``).
+        source: The file it came from (a manifest, ``state.json``, an input), named in the message.
 
     Raises:
-        ConfigError: naming ``what`` and the offending value.
+        DataError: naming ``source``, ``what`` and the reason.
 
     Example:
         >>> check_name("sub-01")
         'sub-01'
+        >>> check_name("a/b", "id")
+        Traceback (most recent call last):
+        ...
+        tfuad.errors.DataError: id 'a/b' cannot name an output folder or file (it holds a path separator)
     """
-    text = str(name)
-    if (not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text
-            or "\0" in text or os.path.isabs(text)):
-        raise ConfigError(f"{what} {text!r} cannot be a file name: use no path separators, no leading dot, no '..'")
-    return text
+    text = name if isinstance(name, str) else ""
+    if not text.strip():
+        reason = "it is empty"
+    elif text in (".", ".."):
+        reason = f"{text!r} is not a name"
+    elif "/" in text or "\\" in text or os.sep in text or (os.altsep and os.altsep in text):
+        reason = "it holds a path separator"
+    elif "\0" in text:
+        reason = "it holds a NUL character"
+    elif text.startswith("."):
+        reason = "it starts with a dot"
+    else:
+        return text
+    raise DataError(source, f"{what} {name!r} cannot name an output folder or file ({reason})")
 
 
 def ensure_writable_dir(path) -> Path:

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from tfuad.errors import ConfigError, DataError, DatasetError
-from tfuad.files import atomic_path, read_json, write_json
+from tfuad.files import atomic_path, check_name, read_json, write_json
 
 __all__ = ["STEPS", "DEFAULT_STEPS", "NORMALIZE_MODES", "PreprocessOptions", "Job", "BatchResult",
            "jobs_from_inputs", "run_batch", "parse_steps"]
@@ -155,38 +155,6 @@ class Job:
     split: str | None = None
     healthy: bool | None = None
     source: str | None = None
-
-
-def check_subject_id(subject, source=None) -> str:
-    """``subject`` if it can name an output folder and files inside ``--out``.
-
-    A subject id becomes ``OUT/<id>/<id>_<modality>.nii.gz`` and ``OUT/qc/<id>.png``,
-    so it must be a plain name: not empty, not ``.`` or ``..``, without path
-    separators (which also rules out absolute paths) or NUL characters.
-
-    Raises:
-        DatasetError: naming ``source`` (the manifest or folder) and the id.
-
-    Example:
-        >>> check_subject_id("sub-01")
-        'sub-01'
-        >>> check_subject_id("../x", "m.csv")
-        Traceback (most recent call last):
-        ...
-        tfuad.errors.DatasetError: m.csv: subject id '../x' cannot name an output folder (it holds a path separator)
-    """
-    text = subject if isinstance(subject, str) else ""
-    if not text.strip():
-        reason = "it is empty"
-    elif text in (".", ".."):
-        reason = f"{text!r} is not a name"
-    elif "/" in text or "\\" in text or os.sep in text or (os.altsep and os.altsep in text):
-        reason = "it holds a path separator"
-    elif "\0" in text:
-        reason = "it holds a NUL character"
-    else:
-        return text
-    raise DatasetError(source, f"subject id {subject!r} cannot name an output folder ({reason})")
 
 
 @dataclass
@@ -565,8 +533,8 @@ def _valid_jobs(jobs: list, result: BatchResult, log) -> list:
     valid = []
     for job in jobs:
         try:
-            check_subject_id(job.subject, job.source or job.image or None)
-        except DatasetError as err:
+            check_name(job.subject, "subject id", job.source or job.image or None)
+        except DataError as err:
             result.failed[job.subject] = line = _error_line(job, err)
             log(line)
             continue

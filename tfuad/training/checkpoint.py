@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from tfuad.errors import ConfigError
-from tfuad.files import atomic_path, read_json, write_json
+from tfuad.files import atomic_path, check_name, read_json, write_json
 from tfuad.training.run import RUN_ENTRIES, is_temporary_of
 
 __all__ = ["EpochCheckpoint", "read_state", "restore_checkpoint", "best_weights_file", "clean_stale_files",
@@ -37,14 +37,6 @@ WEIGHTS_KEYS = ("weights", "best_weights")
 _WEIGHTS_NAME = re.compile(r"(epoch|best)-\d{4,}\.weights\.h5")
 #: Glob patterns of every file written into the checkpoint folder.
 _CHECKPOINT_FILES = ("epoch-*.weights.h5", "best-*.weights.h5", "state.json")
-
-
-def _check_name(name, key: str, path: Path) -> str:
-    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
-            or "\0" in name or Path(name).is_absolute()):
-        raise ConfigError(f"{path}: {key!r} must name a file inside {path.parent} (a plain file name), "
-                          f"got {name!r}")
-    return name
 
 
 def read_state(checkpoint_dir) -> dict | None:
@@ -67,7 +59,7 @@ def read_state(checkpoint_dir) -> dict | None:
         raise ConfigError(f"{path}: missing key 'weights'")
     for key in WEIGHTS_KEYS:
         if key in state and state[key] is not None:
-            _check_name(state[key], key, path)
+            check_name(state[key], repr(key), path)
     history = state.get("history", [])
     if not isinstance(history, list) or not all(isinstance(r, dict) and "epoch" in r for r in history):
         raise ConfigError(f"{path}: 'history' must be a list of per-epoch records")

@@ -86,7 +86,7 @@ def detection_inputs(paths, modality: str, *, brain_mask=None) -> list[Detection
         items = [DetectionInput(items[0].subject, items[0].image, Path(brain_mask))]
     seen = {}
     for item in items:
-        check_name(item.subject, f"{item.image}: subject id")
+        check_name(item.subject, "subject id", item.image)
         if item.subject in seen:
             raise ConfigError(f"{item.image}: subject id {item.subject!r} is also the id of {seen[item.subject]}; "
                               "outputs are named by subject id, so each input needs its own")
