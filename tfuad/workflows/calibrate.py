@@ -22,9 +22,26 @@ from tfuad.data.splits import prepare_split, split_subjects
 from tfuad.detection.detector import Detector
 from tfuad.errors import DatasetError
 
-__all__ = ["calibrate_run", "healthy_values", "DEFAULT_FPRS"]
+__all__ = ["calibrate_run", "healthy_values", "fpr_curve", "DEFAULT_FPRS", "CURVE_FPRS"]
 
 DEFAULT_FPRS = (0.01, 0.05, 0.10)
+#: FPR levels of the stored threshold-against-FPR curve (a served model interpolates between them).
+CURVE_FPRS = tuple(float(f) for f in np.geomspace(1e-4, 0.5, 241))
+
+
+def fpr_curve(volume_values, slice_values, fprs=DEFAULT_FPRS) -> dict:
+    """Thresholds against FPR on healthy voxels, at :data:`CURVE_FPRS` and the calibrated limits.
+
+    Returns:
+        ``{"fpr": [...], "volume_threshold": [...], "slice_threshold": [...]}``, FPR ascending;
+        at a calibrated limit the thresholds equal the calibrated ones.
+    """
+    from tfuad.postprocessing.thresholds import fpr_thresholds
+
+    levels = sorted(set(CURVE_FPRS) | {float(f) for f in fprs})
+    volume, slices = fpr_thresholds(volume_values, levels), fpr_thresholds(slice_values, levels)
+    return {"fpr": levels, "volume_threshold": [volume[f] for f in levels],
+            "slice_threshold": [slices[f] for f in levels]}
 
 
 def healthy_values(detector: Detector, prepared_list, *, progress=None):
@@ -155,6 +172,7 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
         "percentile_source": p_source, "n_percentile_voxels": int(p_values.size),
         # Thresholds of the raw slice maps (no 3D post-processing), for the exported serving graph.
         "slice_thresholds": {fpr_key(k): float(v) for k, v in fpr_thresholds(calib_slice_values, fprs).items()},
+        "fpr_curve": fpr_curve(calib_values, calib_slice_values, fprs),
     })
     weights = None if detector.model is None else detector.run.weights_fingerprint()
     calibration = Calibration(method=method, thresholds=thresholds, n_voxels=int(calib_values.size),
