@@ -4,6 +4,7 @@ Layout written (TF Serving scans ``EXPORT_BASE/<name>`` for numeric folders)::
 
     EXPORT_BASE/<name>/<version>/saved_model.pb, variables/
     EXPORT_BASE/<name>/<version>/assets.extra/tfuad_preprocess.json
+    EXPORT_BASE/<name>/<version>/assets.extra/model_card.json, model_card.md
     EXPORT_BASE/<name>/<version>/assets.extra/tf_serving_warmup_requests
 
 A version is built in a hidden folder beside its final place and renamed into
@@ -20,19 +21,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import tfuad
 from tfuad.detection.restoration import get_schedule
 from tfuad.errors import ConfigError
-from tfuad.export.graph import INPUT_NAME, SIGNATURE_OUTPUTS, signature_functions
-from tfuad.export.warmup import WARMUP_FILE, serving_apis, warmup_slices, write_warmup_requests
-from tfuad.files import ensure_writable_dir, write_json
+from tfuad.export.graph import INPUT_NAME, SIGNATURE_INPUTS, SIGNATURE_OUTPUTS, signature_functions
+from tfuad.export.model_card import build_card, hardware, read_report, write_card
+from tfuad.export.warmup import WARMUP_FILE, serving_apis, warmup_slices, warmup_volume, write_warmup_requests
+from tfuad.files import ensure_writable_dir, read_json, write_json
 from tfuad.postprocessing.thresholds import fpr_key
 from tfuad.training.run import RunDir
 from tfuad.workflows.export import EXPORT_METHODS, ExportPlan, export_plan
@@ -44,6 +48,7 @@ __all__ = [
     "ExportedModel",
     "model_versions",
     "next_version",
+    "request_inputs",
     "export_run",
 ]
 
@@ -121,7 +126,7 @@ def _metadata(name: str, version: int, plan: ExportPlan, signatures: dict) -> di
         restore = {"lambda": plan.restoration.lam, "schedule": schedule.pop("name"), "schedule_settings": schedule}
     return {
         "format": "tfuad-serving",
-        "format_version": 1,
+        "format_version": 2,
         "model_name": name,
         "version": version,
         "model": config["model"],
@@ -139,30 +144,107 @@ def _metadata(name: str, version: int, plan: ExportPlan, signatures: dict) -> di
         "fpr": plan.fpr,
         "slice_threshold": plan.threshold,
         "slice_thresholds": plan.slice_thresholds,
+        "operating_points": {
+            "default_fpr": plan.fpr,
+            "fpr_range": list(plan.slice_curve.range),
+            "interpolation": "linear in log(FPR) between the curve's levels; a level's own threshold at a level",
+            "slice": plan.slice_curve.to_dict(),
+            "volume": plan.volume_curve.to_dict(),
+        },
         "restore": restore,
         "signatures": signatures,
-        "postprocessing": "none: the 3D post-processing of tfuad detect (median filter, brain-mask erosion, "
-                          "small components) is not part of the serving graph; slice_thresholds are "
-                          "calibrated for these raw slice maps",
-        # For clients that redo tfuad detect's 3D post-processing on the volume (see export/README.md).
+        "postprocessing": "slice signatures: none (slice_thresholds are calibrated for the raw slice maps); "
+                          "volume signatures: tfuad detect's (volume_postprocess) with volume_thresholds",
         "volume_postprocess": calibration.postprocess,
         "volume_thresholds": calibration.thresholds,
     }
 
 
-def _write_savedmodel(out, model, functions, slice_shape):
+def request_inputs(plan: ExportPlan, name: str) -> dict:
+    """A small synthetic request for a signature (warmup records and the timing at export).
+
+    Slices: two background slices with a disc of brain; volumes: eight such
+    slices with their cylinder of brain; ``fpr`` and ``threshold``: the
+    default operating point.
+    """
+    model = plan.detector.model
+    size, channels = int(model.image_size), int(model.channels)
+    background = plan.detector.pconfig.background_value
+    inputs = {}
+    if name.startswith("detect_volume"):
+        inputs["slices"], inputs["brain_mask"] = warmup_volume(size, background, channels)
+    else:
+        inputs["slices"] = warmup_slices(size, background, channels)
+    if "fpr" in SIGNATURE_INPUTS[name]:
+        inputs["fpr"] = np.asarray([plan.fpr], np.float32)
+    if "threshold" in SIGNATURE_INPUTS[name]:
+        curve = plan.volume_curve if name.startswith("detect_volume") else plan.slice_curve
+        inputs["threshold"] = np.asarray([curve.default_threshold], np.float32)
+    return inputs
+
+
+def _write_savedmodel(out, model, functions):
     """Trace the signature functions and save them with the model's variables (Keras ExportArchive)."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    spec = [tf.TensorSpec((None, *slice_shape), tf.float32, name=INPUT_NAME)]
-    for name, fn in functions.items():
-        archive.add_endpoint(name, fn, input_signature=spec)
+    for name, signature in functions.items():
+        archive.add_endpoint(name, signature.function, input_signature=signature.specs)
     archive.write_out(str(out), verbose=False)
+
+
+#: Timed calls per signature at export (after one untimed call).
+TIMED_CALLS = 5
+#: Signatures timed at export.
+TIMED_SIGNATURES = ("serving_default", "detect_volume", "restore")
+
+
+def _speed_at_export(path: Path, plan: ExportPlan) -> dict:
+    """Latency of the written SavedModel on its warmup requests, one client, on this machine."""
+    loaded = tf.saved_model.load(str(path))
+    rows = []
+    for name in TIMED_SIGNATURES:
+        if name not in loaded.signatures:
+            continue
+        inputs = {k: tf.constant(v) for k, v in request_inputs(plan, name).items()}
+        fn = loaded.signatures[name]
+        fn(**inputs)
+        seconds = []
+        for _ in range(TIMED_CALLS):
+            start = time.perf_counter()
+            fn(**inputs)
+            seconds.append(time.perf_counter() - start)
+        shape = inputs["slices"].shape
+        request = (f"volume of {shape[0]} slices {shape[1]}×{shape[2]}" if name.startswith("detect_volume")
+                   else f"{shape[0]} slices {shape[1]}×{shape[2]}")
+        rows.append({"signature": name, "request": request, "clients": 1,
+                     "requests_per_s": 1.0 / float(np.mean(seconds)),
+                     "p50_ms": 1000 * float(np.percentile(seconds, 50)),
+                     "p99_ms": 1000 * float(np.percentile(seconds, 99))})
+    return {"source": f"measured at export on the synthetic warmup requests ({TIMED_CALLS} calls per signature "
+                      "after one untimed call, one client, tf.saved_model.load in the exporting process); "
+                      "benchmarks/serving_load.py measures load",
+            "hardware": hardware(), "rows": rows}
+
+
+def read_speed(path) -> dict:
+    """Timings written by ``benchmarks/serving_load.py --json`` for the model card.
+
+    Raises:
+        ConfigError: the file is missing or is not such a record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such speed record (write one with benchmarks/serving_load.py --json)")
+    speed = read_json(path)
+    if not isinstance(speed, dict) or not isinstance(speed.get("rows"), list):
+        raise ConfigError(f"{path}: not a speed record of benchmarks/serving_load.py (no 'rows' list)")
+    return speed
 
 
 def export_run(run_dir, export_base, *, name: str | None = None, version: int | None = None,
                method: str = "residual", fpr: float = 0.05, lam: float | None = None,
-               schedule: str | None = None, max_steps: int | None = None, warmup: bool = True) -> ExportedModel:
+               schedule: str | None = None, max_steps: int | None = None, warmup: bool = True,
+               report=None, speed=None) -> ExportedModel:
     """Export a run as ``EXPORT_BASE/<name>/<version>/`` for TensorFlow Serving.
 
     Args:
@@ -170,8 +252,9 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
         export_base: The server's model base folder.
         name: Model name; default: the run folder's name.
         version: Version number; default: 1 + the highest existing one.
-        method: ``residual`` or ``map-tv``: the map of ``serving_default``.
-        fpr: FPR limit whose calibrated slice-level threshold makes the ``mask``.
+        method: ``residual`` or ``map-tv``: the map of the detection signatures.
+        fpr: The default FPR limit (a calibrated one): its thresholds make the ``mask`` of
+            ``serving_default`` and ``detect_volume``; requests may name another.
         lam: λ of the ``restore`` signature; default: the calibrated one
             (``calibration-map-tv.json``). Without either, ``restore`` is not exported.
         schedule: MAP-TV schedule name (``paper`` or ``fast``); default: the
@@ -179,6 +262,9 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
         max_steps: Step limit of the schedule; default: the calibrated one.
         warmup: Write ``assets.extra/tf_serving_warmup_requests`` (needs
             ``tensorflow-serving-api``).
+        report: An evaluation report folder (``tfuad evaluate --out``) for the model card's table.
+        speed: A speed record of ``benchmarks/serving_load.py --json`` for the model card;
+            default: latencies measured at export on the warmup requests.
 
     Returns:
         An :class:`ExportedModel`.
@@ -186,7 +272,8 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
     Raises:
         ConfigError: the run is not calibrated for ``method`` or ``fpr``, λ or
             the schedule contradicts the map-tv calibration, the name or the
-            version is invalid, or the version exists already.
+            version is invalid, the version exists already, or the report or
+            speed record is not readable.
     """
     if method not in EXPORT_METHODS:
         raise ConfigError(f"cannot export method {method!r}; choose one of: {', '.join(EXPORT_METHODS)}")
@@ -195,6 +282,9 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
     _check_fpr(fpr)
     if warmup:
         serving_apis()  # fail before the slow part when the protos are missing
+    if report is not None:
+        read_report(report)
+    speed = read_speed(speed) if speed is not None else None
     run = RunDir(run_dir)
     run.config()
     name = _check_name(name if name is not None else run.path.resolve().name)
@@ -204,10 +294,14 @@ def export_run(run_dir, export_base, *, name: str | None = None, version: int | 
     for scoring in (plan.detector.method, plan.restoration):
         if scoring is not None:
             scoring.build()  # compiled loops built before tracing, reused by the signatures
-    functions = signature_functions(plan.detector.method, threshold=plan.threshold, restoration=plan.restoration)
-    signatures = {key: {"inputs": [INPUT_NAME], "outputs": list(SIGNATURE_OUTPUTS[key])} for key in functions}
+    functions = signature_functions(plan.detector.method, slice_curve=plan.slice_curve,
+                                    volume_curve=plan.volume_curve, postprocess=plan.postprocess,
+                                    crop_margin=plan.detector.pconfig.crop_margin, restoration=plan.restoration)
+    signatures = {key: {"inputs": list(SIGNATURE_INPUTS[key]), "outputs": list(SIGNATURE_OUTPUTS[key])}
+                  for key in functions}
     metadata = _metadata(name, version, plan, signatures)
-    final = _write_version(model_dir, version, name, plan, functions, metadata, warmup)
+    final = _write_version(model_dir, version, name, plan, functions, metadata, warmup,
+                           card={"report": report, "speed": speed})
     return ExportedModel(path=final, name=name, version=version, signatures=tuple(functions), metadata=metadata)
 
 
@@ -222,21 +316,20 @@ def _free_version(model_dir: Path, name: str, version: int | None) -> int:
 
 
 def _write_version(model_dir: Path, version: int, name: str, plan: ExportPlan, functions: dict, metadata: dict,
-                   warmup: bool) -> Path:
+                   warmup: bool, card: dict) -> Path:
     """Build the version in a hidden folder beside its place, then rename it into place."""
-    model = plan.detector.model
-    slice_shape = (int(model.image_size), int(model.image_size), int(model.channels))
     final = model_dir / str(version)
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".{version}.{uuid.uuid4().hex}.tmp"  # not numeric: servers ignore it
     tmp.mkdir()
     try:
-        _write_savedmodel(tmp, model, functions, slice_shape)
+        _write_savedmodel(tmp, plan.detector.model, functions)
         (tmp / PREPROCESS_FILE).parent.mkdir(exist_ok=True)
         write_json(metadata, tmp / PREPROCESS_FILE)
+        speed = card["speed"] or _speed_at_export(tmp, plan)
+        write_card(tmp / PREPROCESS_FILE.parent, build_card(plan, metadata, report=card["report"], speed=speed))
         if warmup:
-            batch = warmup_slices(slice_shape[0], plan.detector.pconfig.background_value, slice_shape[2])
-            write_warmup_requests(tmp / WARMUP_FILE, name, {key: {INPUT_NAME: batch} for key in functions})
+            write_warmup_requests(tmp / WARMUP_FILE, name, {key: request_inputs(plan, key) for key in functions})
         if final.exists():
             raise ConfigError(f"{final}: version {version} of model {name!r} appeared during the export")
         os.rename(tmp, final)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfuad.errors import ConfigError
 
-__all__ = ["WARMUP_FILE", "serving_apis", "warmup_slices", "predict_log", "write_warmup_requests"]
+__all__ = ["WARMUP_FILE", "serving_apis", "warmup_slices", "warmup_volume", "predict_log", "write_warmup_requests"]
 
 #: Path of the warmup file inside a SavedModel version directory (fixed by TF Serving).
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -53,6 +53,18 @@ def warmup_slices(image_size: int, background: float, channels: int = 1, batch: 
     slices = np.full((batch, image_size, image_size, channels), background, np.float32)
     slices[:, disc] = background + 1.0
     return slices
+
+
+def warmup_volume(image_size: int, background: float, channels: int = 1, depth: int = 8):
+    """A small synthetic volume for the volume signatures: a cylinder of brain in ``depth`` slices.
+
+    Returns:
+        ``(slices, brain_mask)``: float32 ``(depth, S, S, channels)`` slices (a disc of brain one unit
+        above ``background``) and a bool ``(S, S, depth)`` brain mask on an ``S × S × depth`` grid.
+    """
+    slices = warmup_slices(image_size, background, channels, batch=depth)
+    brain_mask = np.repeat(slices[0, :, :, 0][:, :, None] != background, depth, axis=2)
+    return slices, brain_mask
 
 
 def predict_log(model_name: str, signature_name: str, inputs: dict):

@@ -16,6 +16,9 @@ from tfuad.cli.main import main
 #: Largest difference allowed between served and in-process maps (same float32 graph ops).
 ATOL = 1e-5
 FPR = 0.05
+#: Every signature of an export with a ``restore`` signature.
+SIGNATURES = ("serving_default", "detect_at_fpr", "detect_at_threshold", "detect_volume", "detect_volume_at_fpr",
+              "detect_volume_at_threshold", "reconstruct", "restore")
 
 #: Runs in a fresh interpreter: ``tfuad`` is made unimportable, so the SavedModel must be pure TF.
 SERVE = r"""
@@ -27,12 +30,13 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 out, slices = Path(sys.argv[1]), np.load(sys.argv[2])
+SLICES_ONLY = ("serving_default", "reconstruct", "restore")  # the others take more inputs (test_serving_*.py)
 report = {}
 for version_dir in map(Path, sys.argv[3:]):
     loaded = tf.saved_model.load(str(version_dir))
     outputs, warmup, errors = {}, [], {}
-    for name, fn in loaded.signatures.items():
-        for key, value in fn(slices=tf.constant(slices)).items():
+    for name in SLICES_ONLY:
+        for key, value in loaded.signatures[name](slices=tf.constant(slices)).items():
             outputs[f"{name}/{key}"] = value.numpy()
     np.savez(out / f"v{version_dir.name}.npz", **outputs)
     for record in tf.data.TFRecordDataset(str(version_dir / "assets.extra" / "tf_serving_warmup_requests")):
@@ -46,7 +50,8 @@ for version_dir in map(Path, sys.argv[3:]):
     nan = slices.copy()
     nan[0, 10, 10, 0] = np.nan
     bad = {"rank": slices[..., 0], "size": slices[:, :32, :32], "nan": nan, "huge": slices * np.float32(1e36)}
-    for name, fn in loaded.signatures.items():
+    for name in SLICES_ONLY:
+        fn = loaded.signatures[name]
         for case, x in bad.items():
             try:
                 answer = fn(slices=tf.constant(x))
@@ -162,6 +167,8 @@ def test_residual_signatures_match_in_process_detector(served):
     np.testing.assert_allclose(out["serving_default/anomaly_map"], expected, rtol=0, atol=ATOL)
     assert out["serving_default/mask"].dtype == bool
     _assert_mask(out["serving_default/mask"], expected, _slice_threshold(served["run"], "residual"))
+    assert np.array_equal(out["serving_default/threshold"],
+                          np.full(len(slices), _slice_threshold(served["run"], "residual"), np.float32))
     assert (~brain).any() and not out["serving_default/mask"][~brain].any()
 
 
@@ -193,14 +200,14 @@ def test_map_tv_serving_default_matches_in_process_detector(served):
 
 def test_savedmodel_loads_without_tfuad_and_lists_documented_signatures(served):
     report = served["report"]
-    assert report["1"]["signatures"] == report["2"]["signatures"] == ["reconstruct", "restore", "serving_default"]
+    assert report["1"]["signatures"] == report["2"]["signatures"] == sorted(SIGNATURES)
     cli = Path(sys.executable).parent / "saved_model_cli"
     shown = subprocess.run([str(cli), "show", "--all", "--dir", str(served["base"] / "sae" / "1")],
                            capture_output=True, text=True, timeout=300,
                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert shown.returncode == 0, shown.stderr[-2000:]
     blocks = {b.split("']", 1)[0]: b for b in shown.stdout.split("signature_def['")[1:]}
-    outputs = {"serving_default": {"anomaly_map": "DT_FLOAT", "mask": "DT_BOOL"},
+    outputs = {"serving_default": {"anomaly_map": "DT_FLOAT", "mask": "DT_BOOL", "threshold": "DT_FLOAT"},
                "reconstruct": {"reconstruction": "DT_FLOAT"},
                "restore": {"restoration": "DT_FLOAT", "lesion_map": "DT_FLOAT"}}
     for name, expected in outputs.items():
@@ -216,12 +223,17 @@ def test_savedmodel_loads_without_tfuad_and_lists_documented_signatures(served):
 def test_warmup_requests_parse_and_replay(served):
     for version in ("1", "2"):
         warmup = served["report"][version]["warmup"]
-        assert sorted(w["signature"] for w in warmup) == ["reconstruct", "restore", "serving_default"]
+        assert sorted(w["signature"] for w in warmup) == sorted(SIGNATURES)
         for record in warmup:
             assert record["model"] == "sae"
-            assert record["shape"] == [2, 64, 64, 1]
-            assert record["outputs"] and all(shape == [2, 64, 64, 1] and finite
-                                             for shape, finite in record["outputs"].values())
+            volume = record["signature"].startswith("detect_volume")
+            assert record["shape"] == ([8, 64, 64, 1] if volume else [2, 64, 64, 1])
+            outputs = record["outputs"]
+            assert outputs and all(finite for _, finite in outputs.values())
+            maps = [shape for key, (shape, _) in outputs.items() if key != "threshold"]
+            assert all(shape == ([64, 64, 8] if volume else [2, 64, 64, 1]) for shape in maps)
+            if "threshold" in outputs:
+                assert outputs["threshold"][0] == ([] if volume else [2])
 
 
 def test_malformed_requests_fail_in_the_graph(served):
