@@ -245,7 +245,7 @@ def _validate_volume(slices, brain_mask, slice_shape):
     slices = validate_slices(slices, slice_shape)
     brain_mask = tf.ensure_shape(brain_mask, (None, None, None))
     brain_mask = _checked(brain_mask, tf.equal(tf.shape(slices)[0], tf.shape(brain_mask)[2]),
-                          "slices must hold one slice per index of brain_mask's third axis")
+                          "slices must hold one slice per index of the third axis of brain_mask")
     return slices, _checked(brain_mask, tf.reduce_any(brain_mask), "brain_mask has no brain voxel")
 
 
