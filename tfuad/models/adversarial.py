@@ -158,6 +158,9 @@ class _AdversarialTraining:
 
 
 class _AdversarialAutoencoder(_AdversarialTraining):
+    #: The total loss holds the generator term, which rises as the discriminator learns; the
+    #: reconstruction term measures convergence.
+    convergence_term = "rec_loss"
     """Autoencoder trained with ``+ adv_weight · (−log D(x̂))`` (mixin).
 
     Args:
@@ -309,6 +312,7 @@ class AnoGAN(_AdversarialTraining, LossTrackingModel):
     """
 
     model_name = "anogan"
+    convergence_term = "none"  # no loss of AnoGAN measures convergence: the last weights are kept
     iterative = True
 
     def __init__(self, image_size: int = 128, channels: int = 1, sigma: float = 1.0,

@@ -137,6 +137,12 @@ class AnomalyModel(keras.Model):
     #: latent search); calibration then takes the 98th percentile on the
     #: calibration subjects instead of all training volumes, as for MAP-TV.
     iterative = False
+    #: Intensity normalisation of the paper the model comes from (Baur: ``percentile``, scaling the
+    #: brain to [0, 1]; Chen: ``zscore``); ``tfuad train --normalization`` overrides it.
+    default_normalization = "percentile"
+    #: Loss term whose validation value decides best weights, plateaus and early stopping
+    #: (``"none"``: keep the last weights, never stop early).
+    convergence_term = "loss"
 
     def __init__(self, image_size: int = 128, channels: int = 1, sigma: float = 1.0, **kwargs):
         super().__init__(**kwargs)

@@ -86,6 +86,7 @@ class _NormativePrior(AnomalyModel):
     """
 
     has_elbo = True
+    default_normalization = "zscore"
     _term_names: tuple = ()
 
     def __init__(

@@ -29,15 +29,8 @@ from tfuad.errors import ConfigError, DatasetError
 from tfuad.files import atomic_path, write_json
 from tfuad.training.run import RunDir
 
-__all__ = ["TrainConfig", "train", "DEFAULT_NORMALIZATION", "MONITOR_DEFAULTS"]
+__all__ = ["TrainConfig", "train"]
 
-#: Intensity normalisation each paper uses: Baur scales to [0, 1], Chen z-scores.
-DEFAULT_NORMALIZATION = {"vae": "zscore", "gmvae": "zscore"}
-#: Loss term watched for best weights, plateaus and early stopping, where it is not ``loss``: the
-#: adversarial autoencoders' total loss holds the generator term, which rises as the discriminator
-#: learns, so their reconstruction term is watched; AnoGAN has no loss that measures convergence
-#: (``none``: it trains all epochs and keeps the last weights).
-MONITOR_DEFAULTS = {"saegan": "rec_loss", "anovaegan": "rec_loss", "anogan": "none"}
 #: Largest number of slices whose reconstructions are measured every epoch (iterative models: fewer).
 QUALITY_SLICES = {"default": 256, "iterative": 16}
 _STRATEGIES = ("default", "mirrored", "multiworker")
@@ -70,7 +63,7 @@ class TrainConfig:
         min_delta: Relative improvement of the watched loss that counts.
         monitor: Loss term to watch (``loss``, ``rec_loss``, ``l1`` ...; its
             ``val_`` value when there are validation slices); ``None``: the
-            model's default (:data:`MONITOR_DEFAULTS`, else ``loss``);
+            model's ``convergence_term`` (``loss`` unless the model says otherwise);
             ``"none"``: keep the last weights, never stop early.
         figure_every: Redraw ``reconstructions.png`` and ``loss_curves.png``
             every this many epochs (0: only at the end).
@@ -114,14 +107,18 @@ class TrainConfig:
 
     def watched(self, validation: bool) -> str | None:
         """The logged value the run watches (``val_loss``, ``loss`` ...), or ``None``."""
-        term = self.monitor if self.monitor is not None else MONITOR_DEFAULTS.get(self.model, "loss")
+        from tfuad.models import model_class
+
+        term = self.monitor if self.monitor is not None else model_class(self.model).convergence_term
         if str(term).lower() == "none":
             return None
         term = term[4:] if term.startswith("val_") else term
         return f"val_{term}" if validation else term
 
     def resolved_normalization(self) -> str:
-        return self.normalization or DEFAULT_NORMALIZATION.get(self.model, "percentile")
+        from tfuad.models import model_class
+
+        return self.normalization or model_class(self.model).default_normalization
 
     @classmethod
     def from_stored(cls, stored, source) -> TrainConfig:
