@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import FPR, batch_size_option, method_option, schedule_options
+from tfuad.cli.options import FPR, batch_size_option, method_option, precision_option, schedule_options
 
 
 def _numbers(ctx, param, value):
@@ -42,9 +42,10 @@ def parse_fprs(ctx, param, value):
 @click.option("--erosion", default=3, show_default=True, help="Voxel layers eroded from the brain mask.")
 @click.option("--min-component", default=6, show_default=True,
               help="3D connected components smaller than this (voxels) are dropped from segmentations.")
+@precision_option
 @batch_size_option
 def command(run_dir, data_path, protocol, methods, lambdas, fprs, percentile, schedule, max_steps, median_size,
-            erosion, min_component, batch_size):
+            erosion, min_component, precision, batch_size):
     """Calibrate a trained run on healthy data; writes RUN_DIR/calibration-<method>.json.
 
     Thresholds never come from test labels: the 98th percentile of post-processed
@@ -81,7 +82,7 @@ def command(run_dir, data_path, protocol, methods, lambdas, fprs, percentile, sc
     for method in dict.fromkeys(methods):
         cal = calibrate_run(run.path, dataset, method=method, fprs=fprs, percentile=percentile, schedule=schedule,
                             max_steps=max_steps, lambdas=lambdas, batch_size=batch_size, postprocess=postprocess,
-                            log=click.echo)
+                            precision=precision, log=click.echo)
         values = ", ".join(f"{k}={v:.4g}" for k, v in cal.thresholds.items())
         lam = f", lambda={cal.extra['lambda']:g}" if "lambda" in cal.extra else ""
         click.echo(f"{method}: {values}{lam} ({cal.n_voxels} healthy calibration voxels)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import FPR, batch_size_option, method_option, schedule_options
+from tfuad.cli.options import FPR, batch_size_option, method_option, precision_option, schedule_options
 
 
 @click.command("detect")
@@ -24,9 +24,10 @@ from tfuad.cli.options import FPR, batch_size_option, method_option, schedule_op
               help="Add outputs to an existing OUT/<subject> folder that tfuad detect did not write (its other "
                    "files are kept). Without it such a folder is refused.")
 @schedule_options()
+@precision_option
 @batch_size_option
 def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_mask, force, schedule, max_steps,
-            batch_size):
+            precision, batch_size):
     """Detect lesions in INPUT volumes (NIfTI files or dataset folders).
 
     For each subject writes the folder OUT/<subject>/, as one set (a killed run
@@ -46,4 +47,4 @@ def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_m
 
     detect_to_files(run_dir, inputs, out_dir, method=method, fpr=fpr, percentile=percentile, modality=modality,
                     brain_mask=brain_mask, force=force, batch_size=batch_size, schedule=schedule,
-                    max_steps=max_steps, log=click.echo)
+                    max_steps=max_steps, precision=precision, log=click.echo)

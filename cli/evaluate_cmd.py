@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import batch_size_option, method_option, schedule_options
+from tfuad.cli.options import batch_size_option, method_option, precision_option, schedule_options
 
 
 @click.command("evaluate")
@@ -20,9 +20,10 @@ from tfuad.cli.options import batch_size_option, method_option, schedule_options
               help="Bootstrap resamples of the subjects for every interval.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap (recorded in summary.json).")
 @schedule_options()
+@precision_option
 @batch_size_option
 def command(run_dir, data_path, protocol, modality, out_dir, methods, resamples, seed, schedule, max_steps,
-            batch_size):
+            precision, batch_size):
     """Score a calibrated run on labelled test subjects.
 
     Writes OUT/summary.json (all numbers with method, model, dataset, modality and
@@ -54,6 +55,6 @@ def command(run_dir, data_path, protocol, modality, out_dir, methods, resamples,
         dataset = dataset.with_protocol(protocol)
     summary = evaluate_run(run_dir, dataset, out_dir, methods=methods, modality=modality, batch_size=batch_size,
                            bootstrap=Bootstrap(resamples=resamples, seed=seed), schedule=schedule,
-                           max_steps=max_steps, log=click.echo)
+                           max_steps=max_steps, precision=precision, log=click.echo)
     click.echo(markdown_table(summary["methods"]))
     click.echo(measures_table(summary["methods"]))

@@ -627,7 +627,7 @@ def select_lambda(curve: Mapping, rtol: float = 0.0) -> float:
 
 
 def choose_lambda(model, healthy_slices, lambdas, schedule="paper", mask=None, batch_size: int | None = None,
-                  jit_compile: bool = False, rtol: float = 0.0):
+                  jit_compile: bool = False, rtol: float = 0.0, precision: str | None = None):
     """Choose λ on healthy slices (Chen et al. 2020, Section 2.2.2, Eq. 7).
 
     ``ε(λ) = (1/S) Σ_s ||Y_s - X̂_λ,s||_1``: the mean over healthy slices of
@@ -651,6 +651,7 @@ def choose_lambda(model, healthy_slices, lambdas, schedule="paper", mask=None, b
         healthy_slices: ``(S, H, W[, C])`` lesion-free validation slices.
         lambdas: Candidate λ values.
         schedule, batch_size, jit_compile: As :class:`Restorer`.
+        precision: Precision of the network (see :class:`Restorer`).
         mask: Optional brain masks of the slices.
         rtol: Tolerance of :func:`select_lambda`.
 
@@ -664,7 +665,8 @@ def choose_lambda(model, healthy_slices, lambdas, schedule="paper", mask=None, b
     if not lambdas:
         raise ConfigError("choose_lambda needs at least one λ value")
     slices = np.asarray(healthy_slices, np.float32)
-    restorer = Restorer(model, lam=lambdas[0], schedule=schedule, batch_size=batch_size, jit_compile=jit_compile)
+    restorer = Restorer(model, lam=lambdas[0], schedule=schedule, batch_size=batch_size, jit_compile=jit_compile,
+                        precision=precision)
     curve = {}
     for lam in lambdas:
         restorer.lam = lam

@@ -65,6 +65,8 @@ class TrainConfig:
             ``val_`` value when there are validation slices); ``None``: the
             model's ``convergence_term`` (``loss`` unless the model says otherwise);
             ``"none"``: keep the last weights, never stop early.
+        precision: ``float32`` or ``mixed_bfloat16`` (:mod:`tfuad.precision`): the dtype policy the
+            model is built with; losses, ELBO terms, outputs and variables stay float32.
         figure_every: Redraw ``reconstructions.png`` and ``loss_curves.png``
             every this many epochs (0: only at the end).
     """
@@ -86,6 +88,7 @@ class TrainConfig:
     min_delta: float = 1e-4
     monitor: str | None = None
     figure_every: int = 10
+    precision: str = "float32"
 
     def __post_init__(self):
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("image_size", 1), ("patience", 0),
@@ -313,12 +316,13 @@ def _build_model(config: TrainConfig, log):
     import keras
 
     from tfuad.models import model_class
+    from tfuad.precision import policy_scope
 
     cls = model_class(config.model)
     kwargs = {"image_size": config.image_size, **config.model_kwargs}
     strategy = _strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
+    with strategy.scope(), policy_scope(config.precision):
         model = build_configured_model(cls, config.model, kwargs)
     if config.strategy == "multiworker":
         _multiworker_safe_steps(model)

@@ -42,6 +42,8 @@ class ScoringMethod:
         model: The trained model (``None`` for methods that need none).
         background: The preprocessing background value (pixels equal to it lie outside the brain).
         batch_size: Slices per forward pass or optimisation batch (``None``: the method's default).
+        precision: Precision of the network (``float32``, ``mixed_bfloat16``, ``auto``); ``None``: the
+            calibrated one, else the model's own (see :func:`tfuad.precision.inference_precision`).
 
     Subclasses set the class attributes and override :meth:`slice_maps` and
     :meth:`graph_maps`; methods with settings of their own (MAP-TV's λ and
@@ -67,7 +69,10 @@ class ScoringMethod:
                 raise ConfigError(f"two scoring methods are called {cls.name!r}")
             _REGISTRY[cls.name] = cls
 
-    def __init__(self, model=None, *, background: float = 0.0, batch_size: int | None = None):
+    def __init__(self, model=None, *, background: float = 0.0, batch_size: int | None = None,
+                 precision: str | None = None):
+        from tfuad.precision import inference_precision
+
         if self.needs is not None and model is None:
             raise ConfigError(f"method {self.name!r} needs a trained model")
         if model is not None and not self.supports(model):
@@ -76,6 +81,13 @@ class ScoringMethod:
         self.model = model
         self.background = float(background)
         self.batch_size = None if batch_size is None else int(batch_size)
+        self._precision_request = precision
+        self.precision = inference_precision(precision, None, self._own_precision())
+
+    def _own_precision(self) -> str | None:
+        from tfuad.models.base import precision_of
+
+        return None if self.model is None else precision_of(self.model)
 
     # -- what the method needs -----------------------------------------------------------------
     @classmethod
@@ -142,10 +154,19 @@ class ScoringMethod:
 
     def settings(self) -> dict:
         """The settings in force that the thresholds depend on (stored with a calibration)."""
-        return {}
+        return {} if self.model is None else {"precision": self.precision}
 
     def configure(self, stored: dict, *, source=None) -> None:
-        """Apply settings stored with a calibration (``source`` names the file in errors)."""
+        """Apply settings stored with a calibration (``source`` names the file in errors).
+
+        Raises:
+            ConfigError: a requested precision differs from the calibrated one.
+        """
+        from tfuad.precision import inference_precision
+
+        if self.model is not None:
+            self.precision = inference_precision(self._precision_request, stored.get("precision"),
+                                                 self._own_precision(), source=source)
 
     def describe(self) -> str:
         """One line for logs."""

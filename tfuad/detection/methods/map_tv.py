@@ -33,7 +33,7 @@ class MapTVMethod(ScoringMethod):
         lam: λ; ``None`` for the calibrated one.
         lambdas: λ grid of the calibration.
         lambda_slices: Healthy calibration slices used for the λ search.
-        background, batch_size: As :class:`~tfuad.detection.methods.base.ScoringMethod`.
+        background, batch_size, precision: As :class:`~tfuad.detection.methods.base.ScoringMethod`.
     """
 
     name = "map-tv"
@@ -44,10 +44,10 @@ class MapTVMethod(ScoringMethod):
 
     def __init__(self, model=None, *, schedule=None, max_steps: int | None = None, lam: float | None = None,
                  lambdas=DEFAULT_LAMBDAS, lambda_slices: int = 32, background: float = 0.0,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, precision: str | None = None):
         from tfuad.detection.restoration import get_schedule
 
-        super().__init__(model, background=background, batch_size=batch_size)
+        super().__init__(model, background=background, batch_size=batch_size, precision=precision)
         self._request = (schedule, max_steps)
         self.schedule = get_schedule(schedule or "paper", max_steps)  # fails early on a bad name or limit
         self._lam = None if lam is None else float(lam)
@@ -75,8 +75,10 @@ class MapTVMethod(ScoringMethod):
         """The :class:`~tfuad.detection.restoration.Restorer` (compiled once, reused)."""
         from tfuad.detection.restoration import Restorer
 
-        if self._restorer is None or self._restorer.schedule != self.schedule:
-            self._restorer = Restorer(self.model, lam=self.lam, schedule=self.schedule, batch_size=self.batch_size)
+        if self._restorer is None or (self._restorer.schedule, self._restorer.precision) != (self.schedule,
+                                                                                              self.precision):
+            self._restorer = Restorer(self.model, lam=self.lam, schedule=self.schedule, batch_size=self.batch_size,
+                                      precision=self.precision)
         self._restorer.lam = self.lam
         return self._restorer
 
@@ -103,7 +105,7 @@ class MapTVMethod(ScoringMethod):
 
         log(f"choosing λ on {len(slices)} healthy calibration slices over {len(self.lambdas)} values")
         best, curve = choose_lambda(self.model, slices, self.lambdas, schedule=self.schedule, mask=brains,
-                                    batch_size=self.batch_size)
+                                    batch_size=self.batch_size, precision=self.precision)
         self._lam = float(best)
         if float(best) == max(curve):
             log(f"warning: ε(λ) is smallest at the largest λ of the grid ({best:g}), so the curve has no "
@@ -119,7 +121,7 @@ class MapTVMethod(ScoringMethod):
     def settings(self) -> dict:
         from tfuad.detection.restoration import schedule_config
 
-        out = {"schedule": schedule_config(self.schedule)}
+        out = {**super().settings(), "schedule": schedule_config(self.schedule)}
         if self._lam is not None:
             out["lambda"] = self._lam
         return out
@@ -127,6 +129,7 @@ class MapTVMethod(ScoringMethod):
     def configure(self, stored: dict, *, source=None) -> None:
         from tfuad.detection.restoration import calibrated_schedule
 
+        super().configure(stored, source=source)
         self.schedule = calibrated_schedule(*self._request, stored.get("schedule"), source=source)
         if "lambda" not in stored:
             raise ConfigError(f"{source}: the map-tv calibration has no λ ('lambda'); calibrate again")

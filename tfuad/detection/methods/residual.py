@@ -32,12 +32,15 @@ class ResidualMethod(ScoringMethod):
     def slice_maps(self, slices, brain=None):
         from tfuad.detection.residual import residual_maps
 
-        return residual_maps(self.model, slices, self.batch_size or DEFAULT_BATCH)
+        return residual_maps(self.model, slices, self.batch_size or DEFAULT_BATCH, precision=self.precision)
 
     def graph_maps(self, slices, brain):
         import tensorflow as tf
 
-        estimate = self.model.reconstruct(slices, training=False)
+        from tfuad.models.base import computing_at
+
+        with computing_at(self.model, self.precision):  # traced at the calibrated precision
+            estimate = self.model.reconstruct(slices, training=False)
         return tf.abs(slices - estimate), estimate
 
     def describe(self) -> str:
