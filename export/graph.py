@@ -284,7 +284,7 @@ def signature_functions(method, *, slice_curve, volume_curve=None, postprocess=N
     background = method.background
     points = _Points(slice_curve)
     slices_spec = tf.TensorSpec((None, *slice_shape), tf.float32, name="slices")
-    value_spec = {name: tf.TensorSpec(None, tf.float32, name=name) for name in ("fpr", "threshold")}
+    value_spec = {name: tf.TensorSpec((None,), tf.float32, name=name) for name in ("fpr", "threshold")}
     mask_spec = tf.TensorSpec((None, None, None), tf.bool, name="brain_mask")
 
     def detect(slices, thresholds):

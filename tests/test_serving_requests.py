@@ -114,7 +114,7 @@ def served(tmp_path_factory, trained_run, demo_data):
         "fpr_zero": np.float32([0.0]), "fpr_one": np.float32([1.0]), "fpr_nan": np.float32([np.nan]),
         "fpr_tiny": np.float32([1e-6]), "fpr_two": np.float32([0.01, 0.05]), "threshold": np.float32([0.5]),
         "volume_slices": prep.slices, "brain_mask": prep.brain_mask, "empty_mask": np.zeros_like(prep.brain_mask),
-        "volume_threshold": np.float32(plan.volume_curve.default_threshold * 1.1),
+        "volume_threshold": np.float32([plan.volume_curve.default_threshold * 1.1]),
     }
     np.savez(root / "inputs.npz", **inputs)
     (root / "calls.json").write_text(json.dumps(_calls()))
@@ -158,7 +158,7 @@ def test_volume_operating_points(served):
     out, plan = served["outputs"], served["plan"]
     at_fpr = float(out["volume_at_fpr/threshold"])
     assert at_fpr == pytest.approx(plan.volume_curve.at(served["between"]), rel=1e-6)
-    threshold = float(served["inputs"]["volume_threshold"])
+    threshold = float(served["inputs"]["volume_threshold"][0])
     assert float(out["volume_at_threshold/threshold"]) == np.float32(threshold)
     config = plan.postprocess
     for name, t in (("volume_at_fpr", at_fpr), ("volume_at_threshold", threshold)):
