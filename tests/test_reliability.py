@@ -169,6 +169,21 @@ def test_a_background_that_is_not_zero_gets_a_warning(tmp_path, trained_run, tes
     assert "warning:" in result.output and "covers 100% of the image" in result.output
 
 
+def test_a_voxel_size_far_from_the_training_data_gets_a_warning(tmp_path, trained_run, test_image):
+    img = nib.load(test_image)
+    coarse = tmp_path / "coarse.nii.gz"
+    affine = img.affine.copy()
+    affine[:3, :3] *= 2.0  # the same voxels, said to be twice as large
+    nib.save(nib.Nifti1Image(img.get_fdata().astype(np.float32), affine), coarse)
+    config = json.loads((trained_run / "config.json").read_text())
+    assert len(config["data"]["voxel_size"]) == 3
+    result = _cli("detect", coarse, "--model", trained_run, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "differs from the training data's" in result.output
+    plain = _cli("detect", test_image, "--model", trained_run, "--out", tmp_path / "p")
+    assert "differs from the training data's" not in plain.output
+
+
 def test_evaluate_never_calibrates_and_names_what_it_leaves_out(tmp_path, run, demo_data):
     (run / "calibration-intensity.json").unlink()
     before = sorted(p.name for p in run.iterdir())

@@ -154,7 +154,7 @@ def training_batches(slices, *, batch_size: int, epochs: int, first_epoch: int =
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if int(epochs) <= int(first_epoch):
-        raise ValueError(f"no epoch to run: epochs={epochs!r}, first_epoch={first_epoch!r}")
+        raise ConfigError(f"no epoch to run: epochs={epochs!r}, first_epoch={first_epoch!r}")
     array = _checked_array(slices)
     n = int(array.shape[0])
     data = tf.constant(array)

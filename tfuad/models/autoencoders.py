@@ -34,6 +34,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfuad.errors import ArrayError
 from tfuad.models.base import AnomalyModel, gaussian_log_likelihood, to_float32
 from tfuad.models.layers import (
     check_number,
@@ -207,7 +208,7 @@ class LossTrackingModel(AnomalyModel):
         shape = tuple(shape)
         expected = (self.image_size, self.image_size, self.channels)
         if len(shape) != 4 or any(d is not None and d != e for d, e in zip(shape[1:], expected)):
-            raise ValueError(f"{type(self).__name__} expects inputs of shape "
+            raise ArrayError(f"{type(self).__name__} expects inputs of shape "
                              f"(batch, {expected[0]}, {expected[1]}, {expected[2]}), got {shape}")
 
     def build_networks(self, input_shape):

@@ -61,6 +61,8 @@ import tensorflow as tf
 from keras import layers
 from keras.src.backend import AutocastScope  # no public API reads a weight unrounded inside a mixed layer
 
+from tfuad.errors import ConfigError
+
 __all__ = ["FlipGradConv2D", "DownBlock", "UpBlock", "loop_invariant_weights"]
 
 
@@ -109,7 +111,7 @@ def _invariant(key, make):
 def _check_filters(filters) -> int:
     filters = int(filters)
     if filters < 1:
-        raise ValueError(f"filters must be a positive integer, got {filters}")
+        raise ConfigError(f"filters must be a positive integer, got {filters}")
     return filters
 
 

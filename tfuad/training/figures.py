@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tfuad.canvas import new_figure, save_figure
+from tfuad.errors import ArrayError
 
 __all__ = ["plot_reconstructions", "plot_loss_curves", "pick_slices", "draw_run_figures"]
 
@@ -56,7 +57,7 @@ def plot_reconstructions(x, x_hat, out_png, *, title: str | None = None) -> Path
     """
     x, x_hat = np.asarray(x, np.float32)[..., 0], np.asarray(x_hat, np.float32)[..., 0]
     if x.shape != x_hat.shape or x.ndim != 3 or len(x) == 0:
-        raise ValueError(f"x and x_hat must be non-empty (N, H, W, 1) arrays of one shape, got {x.shape}, "
+        raise ArrayError(f"x and x_hat must be non-empty (N, H, W, 1) arrays of one shape, got {x.shape}, "
                          f"{x_hat.shape}")
     lo, hi = np.percentile(x, [0.5, 99.5])
     hi = hi if hi > lo else lo + 1.0
@@ -100,7 +101,7 @@ def plot_loss_curves(history, out_png, *, monitor: str | None = None, best_epoch
     """
     history = list(history)
     if not history:
-        raise ValueError("no epochs to plot")
+        raise ArrayError("no epochs to plot")
     epochs = np.array([int(r["epoch"]) for r in history])
     keys = {k for r in history for k in r}
     fig = new_figure(13.0, 3.6)

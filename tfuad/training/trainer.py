@@ -377,7 +377,9 @@ def _write_run_dir(setup: _Setup, dataset, data: _Data, model_kwargs: dict, log)
         "data": {"root": os.fspath(dataset.root), "layout": dataset.layout, "modality": config.modality,
                  "train_subjects": [p.volume.path for p in data.prepared],
                  "val_subjects": [p.volume.path for p in data.val_prepared], "skipped": data.skipped,
-                 "n_train_slices": int(len(data.x_train)), "n_val_slices": int(len(data.x_val))},
+                 "n_train_slices": int(len(data.x_train)), "n_val_slices": int(len(data.x_val)),
+                 # the median voxel size (mm) of the training volumes: detection warns on scans far from it
+                 "voxel_size": [float(v) for v in np.median([p.volume.zooms for p in data.prepared], axis=0)]},
         "tfuad_version": tfuad.__version__,
     }, run.config_path)
 
