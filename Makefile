@@ -21,6 +21,7 @@ demo: setup
 	bash scripts/demo.sh $(DEMO) $(EPOCHS)
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -34,7 +34,7 @@ setup(
     ],
     extras_require={
         "serving": ["tensorflow-serving-api==2.21.*"],
-        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6", "tensorflow-serving-api==2.21.*"],
+        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6", "tensorflow-serving-api==2.21.*", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["tfuad=tfuad.cli.main:main"]},
     classifiers=[

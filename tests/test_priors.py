@@ -192,7 +192,8 @@ def test_flipgrad_conv_matches_keras_conv_and_its_gradients(strides, kernel, siz
 def _while_body_ops(concrete):
     """Op types inside the body functions of the ``While`` ops of a concrete function."""
     library = {f.signature.name: f for f in concrete.graph.as_graph_def().library.function}
-    bodies = [op.get_attr("body").name for op in concrete.graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    bodies = [op.get_attr("body").name for op in concrete.graph.get_operations()
+              if op.type in ("While", "StatelessWhile")]
     assert bodies
     return {node.op for name in bodies for node in library[name].node_def}
 
