@@ -167,3 +167,18 @@ def test_plot_convergence(tmp_path):
         plot_convergence({}, tmp_path / "c.png")
     with pytest.raises(ValueError, match="non-finite"):
         plot_convergence({"vae": {0: float("nan")}}, tmp_path / "c.png")
+
+
+def test_overview_slices_follow_the_detections_and_say_why():
+    from tfuad.reports.figures import overview_slices
+
+    seg = np.zeros((20, 20, 30), bool)
+    seg[2:8, 2:8, 20:23] = True     # 108 voxels, widest on every one of z = 20..22 (the first is taken)
+    seg[12:14, 12:14, 5] = True     # 4 voxels at z = 5
+    score = np.zeros(seg.shape, np.float32)
+    score[15:19, 1:5, 12] = 3.0     # a strong score at z = 12 with nothing segmented
+    picks = overview_slices(score + seg, seg, 3)
+    assert picks == [(5, "detection 2 by size, 4 voxels"), (12, "high anomaly score"),
+                     (20, "largest detection, 108 voxels")]
+    assert overview_slices(np.zeros((4, 4, 6)), np.zeros((4, 4, 6), bool), 2) == [
+        (3, "middle slice (nothing detected)")]

@@ -54,6 +54,7 @@ __all__ = [
     "plot_example_grid",
     "plot_overlay",
     "plot_detection_overview",
+    "overview_slices",
     "reconstruction_comparison",
     "plot_convergence",
     "plot_selection_curve",
@@ -321,31 +322,56 @@ def _window(image: np.ndarray) -> tuple:
     return float(lo), float(hi) if hi > lo else float(lo) + 1.0
 
 
-def _overview_slices(image: np.ndarray, segmentation: np.ndarray, n_slices: int) -> list:
-    """Axial indices: the slice with most segmented voxels, then evenly spaced ones through the head."""
-    occupied = np.flatnonzero(image.any(axis=(0, 1)))
-    if occupied.size == 0:
-        occupied = np.arange(image.shape[2])
-    lo, hi = int(occupied[0]), int(occupied[-1])
-    picks = []
-    per_slice = segmentation.sum(axis=(0, 1))
-    if per_slice.any():
-        picks.append(int(np.argmax(per_slice)))
-    for z in np.linspace(lo, hi, n_slices + 2)[1:-1].round().astype(int):
-        if len(picks) == n_slices:
+def overview_slices(score_map, segmentation, n_slices: int = 3) -> list:
+    """Axial slices that show a detection, chosen by content, each with the reason it was chosen.
+
+    First the slice where each of the largest segmented 3D components (26-connected) is widest, largest
+    component first; then, while slices are missing, the slices with the largest summed positive anomaly
+    score. A volume without any segmentation or positive score gives its middle slice.
+
+    Args:
+        score_map: Anomaly map ``(X, Y, Z)``.
+        segmentation: Binary segmentation of the same shape.
+        n_slices: How many slices.
+
+    Returns:
+        ``[(z, reason)]`` sorted by ``z``.
+
+    Example:
+        >>> import numpy as np
+        >>> seg = np.zeros((8, 8, 10), bool); seg[2:5, 2:5, 6:8] = True
+        >>> overview_slices(seg * 1.0, seg, 1)
+        [(6, 'largest detection, 18 voxels')]
+    """
+    from scipy import ndimage as ndi
+
+    score_map = np.asarray(score_map, np.float32)
+    segmentation = np.asarray(segmentation).astype(bool)
+    picks = {}
+    labels, count = ndi.label(segmentation, structure=np.ones((3, 3, 3), bool))
+    if count:
+        sizes = np.bincount(labels.ravel())[1:]
+        for rank, label in enumerate(np.argsort(-sizes, kind="stable")[:n_slices] + 1):
+            z = int(np.argmax((labels == label).sum(axis=(0, 1))))
+            what = "largest detection" if rank == 0 else f"detection {rank + 1} by size"
+            picks.setdefault(z, f"{what}, {int(sizes[label - 1])} voxels")
+    mass = np.clip(score_map, 0, None).sum(axis=(0, 1))
+    for z in np.argsort(-mass, kind="stable"):
+        if len(picks) >= n_slices or mass[z] <= 0:
             break
-        if int(z) not in picks:
-            picks.append(int(z))
-    return sorted(picks)
+        picks.setdefault(int(z), "high anomaly score")
+    if not picks:
+        picks[score_map.shape[2] // 2] = "middle slice (nothing detected)"
+    return sorted(picks.items())[:n_slices]
 
 
 def plot_detection_overview(volume, score_map, segmentation, out_png, *, n_slices: int = 3,
                             title: str | None = None) -> Path:
     """Overview of a detection on a few axial slices: input, anomaly map, segmentation.
 
-    The slices are the one with the most segmented voxels plus evenly spaced
-    slices through the non-zero part of the volume, drawn with
-    :func:`plot_example_grid`.
+    The slices are chosen by content (:func:`overview_slices`: where the largest
+    detections are widest, then where the anomaly score is highest) and each
+    row says why; drawn with :func:`plot_example_grid`.
 
     Args:
         volume, score_map: Input image and anomaly map in canonical RAS+ order.
@@ -371,11 +397,12 @@ def plot_detection_overview(volume, score_map, segmentation, out_png, *, n_slice
                          + ", ".join(f"{n} {s}" for n, s in shapes.items()))
     if isinstance(n_slices, bool) or not isinstance(n_slices, int) or n_slices < 1:
         raise ArrayError(f"n_slices must be a positive integer, got {n_slices!r}")
-    zs = _overview_slices(volume, segmentation, n_slices)
+    picks = overview_slices(score_map, segmentation, n_slices)
     rows = [{"input": volume[:, :, z], "anomaly map": score_map[:, :, z], "segmentation": segmentation[:, :, z]}
-            for z in zs]
+            for z, _ in picks]
     return plot_example_grid(rows, out_png, columns=("input", "anomaly map", "segmentation"),
-                             row_labels=[f"z = {z}" for z in zs], cmaps={"anomaly map": "inferno"}, title=title)
+                             row_labels=[f"z = {z}: {why}" for z, why in picks], cmaps={"anomaly map": "inferno"},
+                             title=title)
 
 
 def plot_overlay(image2d, map2d, mask2d, out_png, *, title: str | None = None, alpha: float = 0.6,

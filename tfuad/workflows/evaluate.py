@@ -220,7 +220,7 @@ def _plans(folds, methods, include_intensity, batch_size, log, options) -> list:
 
 
 def _example_rows(prep, result, det, n, subject_id):
-    """Slices with the most lesion voxels: input, estimate, map, segmentation, truth."""
+    """The slices with the most lesion voxels, each row saying how many: input, estimate, map, mask, truth."""
     lesion_per_slice = prep.lesion_mask.sum(axis=(0, 1))
     order = np.argsort(-lesion_per_slice)[:n]
     estimate = result.restored if result.restored is not None else prep.slices
@@ -231,4 +231,5 @@ def _example_rows(prep, result, det, n, subject_id):
     seg = det.segment(result.map, thresholds[key])
     return [({"input": image[:, :, z], "reconstruction": recon[:, :, z], "residual": result.map[:, :, z],
               "segmentation": seg[:, :, z], "ground truth": prep.lesion_mask[:, :, z]},
-             f"{subject_id} z={z}") for z in sorted(order) if lesion_per_slice[z] > 0]
+             f"{subject_id} z={z}: {int(lesion_per_slice[z])} lesion voxels") for z in sorted(order)
+            if lesion_per_slice[z] > 0]
