@@ -52,6 +52,46 @@ def main():
       tfuad data demo --out demo_data
       tfuad train svae --data demo_data --modality flair --out runs/svae --epochs 5
     """
+    if click.get_current_context().invoked_subcommand in TENSORFLOW_COMMANDS:
+        import_tensorflow_quietly()
+
+
+#: Commands that run networks: TensorFlow is imported before them, its start-up lines filtered.
+TENSORFLOW_COMMANDS = ("train", "calibrate", "detect", "evaluate", "crossval", "export")
+#: Start-up lines of TensorFlow and its CUDA and oneDNN layers that say nothing to a user.
+STARTUP_NOISE = ("absl::InitializeLog", "cudart_stub", "cuInit", "cuda_platform", "cuda_executor", "cuda drivers",
+                 "oneDNN custom operations", "cpu_feature_guard", "To enable the following instructions",
+                 "rebuild TensorFlow with the appropriate compiler flags", "Unable to register cu",
+                 "computation placer")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and start its devices with the process's error output captured.
+
+    TensorFlow's C++ layers write their start-up messages straight to file
+    descriptor 2 before any log level applies; they are read back and only
+    lines that are not start-up noise (:data:`STARTUP_NOISE`) are passed on.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+            tf.constant(0.0) + 0.0  # the first operation initialises the devices
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        lines = capture.read().decode("utf-8", "replace").splitlines()
+    for line in lines:
+        if line.strip() and not any(noise in line for noise in STARTUP_NOISE):
+            print(line, file=sys.stderr)
 
 
 def _register():

@@ -205,3 +205,16 @@ def test_evaluate_any_labelled_folder_without_a_calibration_split(tmp_path, trai
     result = _cli("evaluate", "--model", trained_run, "--data", manifest, "--out", tmp_path / "report")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["subjects"] == [s.id for s in tested]
+
+
+def test_commands_that_run_networks_print_no_framework_start_up_lines(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    done = subprocess.run([sys.executable, "-m", "tfuad.cli.main", "detect", str(run / "config.json"), "--model",
+                           str(run), "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 1
+    assert done.stdout == "" and done.stderr.splitlines() == [
+        f"Error: {run / 'config.json'}: missing key 'model'; the run's config is incomplete"], done.stderr
