@@ -114,10 +114,19 @@ def test_refuses_folders_that_are_not_reports(reports, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_refuses_two_folders_of_the_same_name(reports, tmp_path):
+def test_folders_of_the_same_name_are_told_apart_by_their_paths(reports, tmp_path):
     other = _write_report(tmp_path / "elsewhere" / "runA", "sae", [("s1", "residual", 0.3)])
+    result = compare_reports([reports[0], other], tmp_path / "y")
+    labels = [row["label"] for row in result["rows"]]
+    assert f"{reports[0].parent.name}/runA:residual" in labels and "elsewhere/runA:residual" in labels
+
+
+def test_comparison_refuses_two_reports_of_one_name(reports):
+    from tfuad.reports.compare import comparison, load_report
+
+    one = load_report(reports[0])
     with pytest.raises(ConfigError, match="both named 'runA'"):
-        compare_reports([reports[0], other], tmp_path / "y")
+        comparison([one, dict(one, path="elsewhere/runA")], resamples=100)
 
 
 def test_cli_compare(reports, tmp_path):

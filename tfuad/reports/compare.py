@@ -34,8 +34,8 @@ from tfuad.files import atomic_path, read_json, write_json
 from tfuad.metrics.checks import check_count, check_fraction, check_seed
 from tfuad.metrics.uncertainty import bootstrap_mean, paired_comparison
 
-__all__ = ["ReportFolderError", "DEFAULT_METRIC", "load_report", "comparison", "comparison_markdown",
-           "plot_comparison", "compare_reports"]
+__all__ = ["distinct_names", "ReportFolderError", "DEFAULT_METRIC", "load_report", "comparison",
+           "comparison_markdown", "plot_comparison", "compare_reports"]
 
 #: Per-subject column compared by default: Dice at the 5 % healthy false-positive-rate threshold.
 DEFAULT_METRIC = "dice@fpr@0.05"
@@ -118,6 +118,27 @@ def load_report(folder, metric: str = DEFAULT_METRIC) -> dict:
     if not methods:
         raise ReportFolderError(path, "has no per-subject rows")
     return {"name": folder.resolve().name, "path": os.fspath(folder), "summary": summary, "methods": methods}
+
+
+def distinct_names(reports: list) -> list:
+    """Name each report by the shortest end of its path that no other report shares.
+
+    Folders called alike (``demo/report`` and ``demo/cv/report``) become ``report`` and ``cv/report``.
+
+    Example:
+        >>> rs = [{"name": "report", "path": "a/report"}, {"name": "report", "path": "a/cv/report"}]
+        >>> [r["name"] for r in distinct_names(rs)]
+        ['a/report', 'cv/report']
+    """
+    parts = [Path(os.path.abspath(r["path"])).parts for r in reports]
+    named = []
+    for report, mine in zip(reports, parts):
+        others = [p for p in parts if p is not mine]
+        depth = 1
+        while depth < len(mine) and any(p[-depth:] == mine[-depth:] for p in others):
+            depth += 1
+        named.append({**report, "name": "/".join(mine[-depth:])})
+    return named
 
 
 def comparison(reports, *, metric: str = DEFAULT_METRIC, resamples: int = 2000, confidence: float = 0.95,
@@ -294,7 +315,7 @@ def compare_reports(report_dirs, out_dir, *, metric: str = DEFAULT_METRIC, resam
     report_dirs = list(report_dirs)
     if not report_dirs:
         raise ConfigError("no report folder given to compare")
-    reports = [load_report(d, metric) for d in report_dirs]
+    reports = distinct_names([load_report(d, metric) for d in report_dirs])
     result = comparison(reports, metric=metric, resamples=resamples, confidence=confidence, seed=seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
