@@ -81,8 +81,7 @@ def import_tensorflow_quietly() -> None:
         try:
             import tensorflow as tf
 
-            tf.config.list_physical_devices("GPU")
-            tf.constant(0.0) + 0.0  # the first operation initialises the devices
+            tf.config.list_physical_devices("GPU")  # loads the device libraries; the runtime stays unstarted
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
