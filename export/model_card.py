@@ -207,8 +207,8 @@ def render_markdown(card: dict) -> str:
         f"# Model card: {card['model_name']} version {card['version']}", "",
         "## Model and method", "",
         f"- Architecture: `{model['architecture']}` {model['arguments']}, {model['image_size']} × "
-        f"{model['image_size']} axial slices of {model['modality']}, {model['precision']} weights "
-        f"(fingerprint `{model['weights_fingerprint']}`).",
+        f"{model['image_size']} axial slices of {model['modality']}, computing in {model['precision']} "
+        f"(float32 weights, fingerprint `{model['weights_fingerprint']}`).",
         f"- Scoring method: {method['description']}.",
         f"- Default operating point: FPR {method['default_fpr']:g} on healthy calibration voxels: slice threshold "
         f"{method['slice_threshold']:.6g} (raw slice maps), volume threshold {method['volume_threshold']:.6g} "
