@@ -14,17 +14,22 @@ from tfuad.errors import ArrayError
 __all__ = ["check_real_finite"]
 
 
-def check_real_finite(array: np.ndarray, name: str) -> np.ndarray:
+def check_real_finite(array: np.ndarray, name: str, error: type = ArrayError) -> np.ndarray:
     """Return ``array`` unless it is not real-valued (bool, integer, float) or not finite.
 
+    Args:
+        array: The values.
+        name: What they are, for the message.
+        error: The :class:`~tfuad.errors.ArrayError` subclass to raise.
+
     Raises:
-        ArrayError: naming ``name`` and the problem.
+        ArrayError: (or ``error``) naming ``name`` and the problem.
     """
     array = np.asarray(array)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
             or array.dtype == bool):
-        raise ArrayError(f"{name} must be real-valued, got dtype {array.dtype}")
+        raise error(f"{name} must be real-valued, got dtype {array.dtype}")
     finite = np.isfinite(array)
     if not finite.all():
-        raise ArrayError(f"{name} contains {int((~finite).sum())} NaN/Inf values")
+        raise error(f"{name} contains {int((~finite).sum())} NaN/Inf values")
     return array

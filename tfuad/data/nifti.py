@@ -36,6 +36,7 @@ __all__ = [
     "load_mask",
     "save_like",
     "save_volume",
+    "nifti_stem",
     "check_same_grid",
     "AFFINE_ATOL",
 ]
@@ -94,6 +95,20 @@ def _squeeze_to_3d(data: np.ndarray, path) -> np.ndarray:
     if data.ndim != 3:
         raise DimensionError(path, f"{data.ndim}D image of shape {tuple(data.shape)} where a 3D volume is needed")
     return data
+
+
+def nifti_stem(path) -> str:
+    """A file's name without its ``.nii.gz`` or ``.nii`` extension.
+
+    Example:
+        >>> nifti_stem("data/sub-01_flair.nii.gz")
+        'sub-01_flair'
+    """
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(path).stem
 
 
 def load_volume(path, *, dtype=np.float32, allow_nonfinite: bool = False) -> Volume:

@@ -21,6 +21,7 @@ import numbers
 
 import numpy as np
 
+from tfuad.arrays import check_real_finite
 from tfuad.errors import ArrayError
 
 __all__ = ["MetricInputError", "check_count", "check_fraction", "check_seed", "same_shape", "as_mask",
@@ -114,12 +115,4 @@ def finite_scores(array, name: str) -> np.ndarray:
         >>> finite_scores([0.5, 2], "scores").dtype
         dtype('float64')
     """
-    array = np.asarray(array)
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-            or array.dtype == bool):
-        raise MetricInputError(f"{name} must be real numbers, got dtype {array.dtype}")
-    array = array.astype(np.float64, copy=False)
-    bad = int(np.count_nonzero(~np.isfinite(array)))
-    if bad:
-        raise MetricInputError(f"{name} has {bad} NaN or infinite values")
-    return array
+    return check_real_finite(array, name, MetricInputError).astype(np.float64, copy=False)

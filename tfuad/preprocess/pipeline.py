@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfuad.data.nifti import nifti_stem
 from tfuad.errors import ConfigError, DataError, DatasetError
 from tfuad.files import atomic_path, check_name, read_json, write_json
 
@@ -60,7 +61,6 @@ DEFAULT_STEPS = ("reorient", "bias", "denoise", "register", "extract", "resample
 #: ``unit``: standardised scale (or per-volume 0.5/99.5 percentiles) mapped to [0, 1], floor 0;
 #: ``none``: intensities kept (background still 0).
 NORMALIZE_MODES = ("unit", "none")
-_NII = (".nii.gz", ".nii")
 
 
 def parse_steps(text) -> tuple:
@@ -174,14 +174,6 @@ class BatchResult:
     seconds: float = 0.0
 
 
-def _stem(path) -> str:
-    name = Path(path).name
-    for ext in _NII:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(path).stem
-
-
 def jobs_from_inputs(inputs, modality: str) -> list:
     """Jobs from NIfTI files and dataset folders / manifests (see :func:`tfuad.data.layouts.discover`).
 
@@ -198,7 +190,7 @@ def jobs_from_inputs(inputs, modality: str) -> list:
                 jobs.append(Job(s.id, os.fspath(image) if image else "", _fs(s.brain_mask), _fs(s.lesion_mask),
                                 s.split, bool(s.healthy) if s.healthy else None, _fs(s.source or path)))
         else:
-            jobs.append(Job(_stem(path), os.fspath(path), source=os.fspath(path)))
+            jobs.append(Job(nifti_stem(path), os.fspath(path), source=os.fspath(path)))
     seen = set()
     for job in jobs:
         if job.subject in seen:

@@ -54,14 +54,6 @@ class DetectionInput:
     brain_mask: Path | None = None
 
 
-def _stem(path) -> str:
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(path).stem
-
-
 def detection_inputs(paths, modality: str, *, brain_mask=None) -> list[DetectionInput]:
     """The volumes to score from NIfTI files and dataset folders or manifests.
 
@@ -72,6 +64,7 @@ def detection_inputs(paths, modality: str, *, brain_mask=None) -> list[Detection
             name, or two inputs with one id.
     """
     from tfuad.data.layouts import discover
+    from tfuad.data.nifti import nifti_stem
 
     items = []
     for path in paths:
@@ -79,7 +72,7 @@ def detection_inputs(paths, modality: str, *, brain_mask=None) -> list[Detection
             items += [DetectionInput(s.id, Path(s.image(modality)), s.brain_mask and Path(s.brain_mask))
                       for s in discover(path).subjects]
         else:
-            items.append(DetectionInput(_stem(path), Path(path)))
+            items.append(DetectionInput(nifti_stem(path), Path(path)))
     if brain_mask is not None:
         if len(items) != 1:
             raise ConfigError("--brain-mask goes with a single input file")
