@@ -236,3 +236,37 @@ def test_wrong_input_shape_is_rejected(trained):
     model, _ = trained["sae"]
     with pytest.raises(ValueError, match=r"expects inputs of shape \(batch, 32, 32, 1\)"):
         model.reconstruct(np.zeros((2, 16, 16, 1), np.float32))
+
+
+def _upsampling_layers(model) -> set:
+    trunk = model.decoder.layers[-1]
+    return {type(layer).__name__ for layer in trunk.layers} & {"Conv2DTranspose", "UpSampling2D"}
+
+
+@pytest.mark.parametrize("name", AUTOENCODERS)
+def test_decoders_resize_then_convolve_by_default_and_keep_the_papers_option(name):
+    resize = new_model(name)
+    resize.build((None, SIZE, SIZE, 1))
+    assert resize.upsampling == "resize" and _upsampling_layers(resize) == {"UpSampling2D"}
+    transpose = build_model(name, **TINY[name], upsampling="transpose")
+    transpose.build((None, SIZE, SIZE, 1))
+    assert _upsampling_layers(transpose) == {"Conv2DTranspose"}
+    # Both variants double the resolution to the same output shape.
+    x = X[:2]
+    assert resize.reconstruct(x).shape == transpose.reconstruct(x).shape == x.shape
+
+
+def test_models_saved_before_the_upsampling_option_load_with_transposed_convolutions(tmp_path):
+    model = compile_for_test(build_model("svae", **TINY["svae"], upsampling="transpose"))
+    fit(model, 2)
+    config = model.get_config()
+    config.pop("upsampling")  # what a model saved by an earlier version carries
+    old = type(model).from_config(config)
+    old.build((None, SIZE, SIZE, 1))
+    old.set_weights(model.get_weights())
+    np.testing.assert_allclose(old.reconstruct(X[:2]), model.reconstruct(X[:2]), atol=1e-5)
+
+
+def test_unknown_upsampling_is_refused():
+    with pytest.raises(ConfigError, match="upsampling must be one of transpose, resize"):
+        build_model("sae", **TINY["sae"], upsampling="pixelshuffle")

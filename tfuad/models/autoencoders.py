@@ -34,9 +34,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfuad.errors import ArrayError
+from tfuad.errors import ArrayError, ConfigError
 from tfuad.models.base import AnomalyModel, gaussian_log_likelihood, to_float32
 from tfuad.models.layers import (
+    UPSAMPLING,
     check_number,
     conv_decoder,
     conv_encoder,
@@ -242,13 +243,16 @@ class _Autoencoder(LossTrackingModel):
     def __init__(self, image_size: int = 128, channels: int = 1, sigma: float = 1.0,
                  base_filters: int = 32, max_filters: int = 128, kernel_size: int = 5,
                  rec_weight: float = 1.0, learning_rate: float = 1e-3, seed: int | None = None,
-                 **kwargs):
+                 upsampling: str = "resize", **kwargs):
         super().__init__(image_size=image_size, channels=channels, sigma=sigma,
                          learning_rate=learning_rate, seed=seed, **kwargs)
         self.base_filters = check_number("base_filters", base_filters, integer=True, minimum=1)
         self.max_filters = check_number("max_filters", max_filters, integer=True, minimum=1)
         self.kernel_size = check_number("kernel_size", kernel_size, integer=True, minimum=1)
         self.rec_weight = check_number("rec_weight", rec_weight, minimum=0)
+        if upsampling not in UPSAMPLING:
+            raise ConfigError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {upsampling!r}")
+        self.upsampling = upsampling
 
     # -- networks -----------------------------------------------------------
     def _set_depth(self, size: int, name: str):
@@ -262,7 +266,7 @@ class _Autoencoder(LossTrackingModel):
     def decoder_trunk(self):
         """A fresh decoder trunk (identical across the autoencoder variants)."""
         return conv_decoder(self.depth, self.channels, self.base_filters, self.max_filters,
-                            self.kernel_size)
+                            self.kernel_size, upsampling=self.upsampling)
 
     def build_networks(self, input_shape):
         super().build_networks(input_shape)
@@ -335,8 +339,13 @@ class _Autoencoder(LossTrackingModel):
     def get_config(self):
         config = super().get_config()
         config.update(base_filters=self.base_filters, max_filters=self.max_filters,
-                      kernel_size=self.kernel_size, rec_weight=self.rec_weight)
+                      kernel_size=self.kernel_size, rec_weight=self.rec_weight, upsampling=self.upsampling)
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from :meth:`get_config`; configs saved before ``upsampling`` existed used transposed convolutions."""
+        return cls(**{"upsampling": "transpose", **config})
 
 
 class _Variational:
@@ -421,6 +430,10 @@ class DenseAE(_Autoencoder):
         base_filters: Filters of the first trunk block.
         max_filters: Cap on the trunk filters.
         kernel_size: Convolution kernel side.
+        upsampling: How the decoder doubles the resolution: ``"resize"``
+            (nearest-neighbour resize, then a convolution; the default, free of
+            checkerboard artefacts) or ``"transpose"`` (the papers' stride-2
+            transposed convolutions).
         rec_weight: Weight λ1 of the ℓ1 reconstruction loss.
         learning_rate: Adam learning rate (paper: 1e-3).
         seed: Seed of the model's random draws.
@@ -505,6 +518,10 @@ class SpatialAE(_Autoencoder):
         base_filters: Filters of the first trunk block.
         max_filters: Cap on the trunk filters.
         kernel_size: Convolution kernel side.
+        upsampling: How the decoder doubles the resolution: ``"resize"``
+            (nearest-neighbour resize, then a convolution; the default, free of
+            checkerboard artefacts) or ``"transpose"`` (the papers' stride-2
+            transposed convolutions).
         rec_weight: Weight λ1 of the ℓ1 reconstruction loss.
         learning_rate: Adam learning rate (paper: 1e-3).
         seed: Seed of the model's random draws.

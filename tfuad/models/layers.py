@@ -38,6 +38,7 @@ __all__ = [
     "conv_block",
     "conv_encoder",
     "conv_decoder",
+    "UPSAMPLING",
     "dense_encoder_head",
     "dense_decoder_head",
     "spatial_encoder_head",
@@ -132,22 +133,37 @@ def trunk_filters(depth: int, base_filters: int = 32, max_filters: int = 128) ->
     return [min(base_filters * 2 ** i, max_filters) for i in range(depth)]
 
 
+#: How decoders double the resolution: a stride-2 transposed convolution, or a nearest-neighbour
+#: resize followed by a stride-1 convolution (no checkerboard; Odena et al. 2016, Distill).
+UPSAMPLING = ("transpose", "resize")
+
+
 def conv_block(filters: int, kernel_size: int = 5, strides: int = 2, *, transpose: bool = False,
-               batch_norm: bool = True) -> list:
-    """Convolution (or transposed convolution), optional batch norm, leaky ReLU.
+               batch_norm: bool = True, upsampling: str = "transpose") -> list:
+    """Convolution (or an up-sampling convolution), optional batch norm, leaky ReLU.
 
     Args:
         filters: Output channels.
         kernel_size: Square kernel side.
         strides: Stride (2 halves/doubles the resolution).
-        transpose: Use a transposed convolution (upsampling).
+        transpose: Up-sample by ``strides`` instead of down-sampling.
         batch_norm: Add batch normalisation before the activation.
+        upsampling: With ``transpose``: ``"transpose"`` (a transposed
+            convolution, the papers' choice) or ``"resize"`` (nearest-neighbour
+            resize, then a convolution: every output pixel sees the same number
+            of inputs, so no checkerboard).
 
     Returns:
         List of layers.
     """
-    conv = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
-    layers = [conv(filters, kernel_size, strides=strides, padding="same", use_bias=not batch_norm)]
+    if upsampling not in UPSAMPLING:
+        raise ConfigError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {upsampling!r}")
+    if transpose and upsampling == "resize":
+        layers = [] if strides == 1 else [keras.layers.UpSampling2D(strides, interpolation="nearest")]
+        layers.append(keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm))
+    else:
+        conv = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+        layers = [conv(filters, kernel_size, strides=strides, padding="same", use_bias=not batch_norm)]
     if batch_norm:
         layers.append(keras.layers.BatchNormalization())
     layers.append(keras.layers.LeakyReLU(negative_slope=LEAKY_SLOPE))
@@ -177,7 +193,7 @@ def conv_encoder(depth: int, base_filters: int = 32, max_filters: int = 128, ker
 
 
 def conv_decoder(depth: int, channels: int = 1, base_filters: int = 32, max_filters: int = 128,
-                 kernel_size: int = 5, *, name: str = "trunk") -> keras.Sequential:
+                 kernel_size: int = 5, *, upsampling: str = "transpose", name: str = "trunk") -> keras.Sequential:
     """Decoder trunk: the mirror of :func:`conv_encoder` plus a linear output layer.
 
     Args:
@@ -186,6 +202,7 @@ def conv_decoder(depth: int, channels: int = 1, base_filters: int = 32, max_filt
         base_filters: Filters of the last (finest) block.
         max_filters: Cap on the number of filters.
         kernel_size: Square kernel side.
+        upsampling: ``"transpose"`` or ``"resize"`` (see :func:`conv_block`).
         name: Name of the returned model.
 
     Returns:
@@ -195,7 +212,7 @@ def conv_decoder(depth: int, channels: int = 1, base_filters: int = 32, max_filt
     """
     layers = []
     for filters in reversed(trunk_filters(depth, base_filters, max_filters)):
-        layers += conv_block(filters, kernel_size, 2, transpose=True)
+        layers += conv_block(filters, kernel_size, 2, transpose=True, upsampling=upsampling)
     layers.append(keras.layers.Conv2D(channels, 1, padding="same", name="output"))
     return keras.Sequential(layers, name=name)
 
