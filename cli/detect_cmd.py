@@ -23,11 +23,17 @@ from tfuad.cli.options import FPR, batch_size_option, method_option, precision_o
 @click.option("--force", is_flag=True,
               help="Add outputs to an existing OUT/<subject> folder that tfuad detect did not write (its other "
                    "files are kept). Without it such a folder is refused.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Score only shard K of N of the subjects (K from 0, e.g. $SLURM_ARRAY_TASK_ID/10): every N-th "
+                   "of the sorted subject ids from position K. Shards may share --out.")
+@click.option("--bids-derivatives", is_flag=True,
+              help="Write OUT as a BIDS derivatives dataset: dataset_description.json and "
+                   "OUT/sub-X/[ses-Y/]anat/sub-X_[ses-Y_]desc-anomaly_<suffix>.nii.gz, ..._label-lesion_mask.nii.gz.")
 @schedule_options()
 @precision_option
 @batch_size_option
-def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_mask, force, schedule, max_steps,
-            precision, batch_size):
+def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_mask, force, shard, bids_derivatives,
+            schedule, max_steps, precision, batch_size):
     """Detect lesions in INPUT volumes (NIfTI files or dataset folders).
 
     For each subject writes the folder OUT/<subject>/, as one set (a killed run
@@ -37,14 +43,21 @@ def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_m
     FSLeyes, <subject>_overview.png, and detection.json (run, method,
     threshold, input). A file's subject is its name without extension; a
     dataset's subjects keep their ids. Inputs are never modified, and an
-    existing OUT/<subject> is replaced only when tfuad detect wrote it.
+    existing OUT/<subject> is replaced only when tfuad detect wrote it; a set
+    finished before for the same input, run, method and threshold is kept, not
+    redone. INPUT may also be a folder holding one DICOM series, or a BIDS
+    dataset.
 
     \b
     Example:
       tfuad detect sub-01_flair.nii.gz --model runs/svae --out detections --fpr 0.05
+      tfuad detect bids_root --model runs/svae --out bids_root/derivatives/tfuad --bids-derivatives \\
+          --shard $SLURM_ARRAY_TASK_ID/10
     """
+    from tfuad.data.shards import parse_shard
     from tfuad.workflows.detect import detect_to_files
 
     detect_to_files(run_dir, inputs, out_dir, method=method, fpr=fpr, percentile=percentile, modality=modality,
                     brain_mask=brain_mask, force=force, batch_size=batch_size, schedule=schedule,
-                    max_steps=max_steps, precision=precision, log=click.echo)
+                    max_steps=max_steps, precision=precision, log=click.echo,
+                    shard=parse_shard(shard) if shard is not None else None, bids_derivatives=bids_derivatives)

@@ -4,6 +4,7 @@ Pipeline::
 
     tfuad data demo      write the built-in demo dataset
     tfuad preprocess     raw scans to model-ready volumes (registration, brain extraction, standardisation)
+    tfuad merge          one manifest and QC table from the outputs of sharded preprocess/detect runs
     tfuad train MODEL    train a normative model on healthy slices
     tfuad calibrate      thresholds (98th percentile, FPR limits) and λ for MAP-TV
     tfuad detect         anomaly maps and lesion masks for new scans (NIfTI in, NIfTI out)
@@ -102,13 +103,15 @@ def _register():
         detect_cmd,
         evaluate_cmd,
         export_cmd,
+        merge_cmd,
         preprocess_cmd,
         train_cmd,
     )
 
     main.add_command(data_cmd.data)
     main.add_command(train_cmd.train)
-    for module in (calibrate_cmd, detect_cmd, evaluate_cmd, crossval_cmd, compare_cmd, export_cmd, preprocess_cmd):
+    for module in (calibrate_cmd, detect_cmd, evaluate_cmd, crossval_cmd, compare_cmd, export_cmd, preprocess_cmd,
+                   merge_cmd):
         main.add_command(module.command)
 
 

@@ -46,8 +46,12 @@ def _steps(ctx, param, value):
 @click.option("--refine-mask/--no-refine-mask", default=False, show_default=True,
               help="Trim dark voxels at the border of the carried-over template brain mask.")
 @click.option("--jobs", "workers", default=1, show_default=True, help="Subjects processed in parallel.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Run only shard K of N of the cohort (K from 0, e.g. $SLURM_ARRAY_TASK_ID/10): every N-th of "
+                   "the sorted subject ids from position K. Shards may share --out; 'tfuad merge' writes the "
+                   "manifest and QC table of all of them.")
 def command(inputs, out_dir, modality, template, resolution, steps, registration, standardize_fit,
-            standardize_reference, normalize, denoise_iterations, split, calib, seed, refine_mask, workers):
+            standardize_reference, normalize, denoise_iterations, split, calib, seed, refine_mask, workers, shard):
     """Preprocess raw scans (NIfTI files or dataset folders) for training and detection.
 
     Steps, in order, each optional and recorded: reorient, N4 bias-field
@@ -57,13 +61,17 @@ def command(inputs, out_dir, modality, template, resolution, steps, registration
     spatial steps (nearest neighbour). Writes OUT/<subject>/ (volume, brain
     mask, lesion mask, preprocess.json), OUT/qc/<subject>.png,
     OUT/qc_montage.png and OUT/manifest.csv. A subject that fails is reported on
-    one line and skipped; the exit code is then 1.
+    one line and skipped; the exit code is then 1. A subject an earlier run
+    finished with the same settings is not redone (except with
+    --standardize-fit). INPUT may also be a folder holding one DICOM series.
 
     \b
     Example:
       tfuad preprocess ../shared/data/ixi_t1 --out prep/ixi --standardize-fit --split train --calib 8
       tfuad preprocess ../shared/data/brats18 --out prep/brats --steps reorient,bias,register,resample,normalize \\
           --standardize-reference prep/ixi/standardizer.json --split test
+      tfuad preprocess cohort/ --out prep/cohort --standardize-reference prep/ixi/standardizer.json \\
+          --shard $SLURM_ARRAY_TASK_ID/10      # then: tfuad merge prep/cohort --out prep/cohort
     """
     from tfuad.errors import ConfigError
     from tfuad.preprocess.pipeline import PreprocessOptions, jobs_from_inputs, run_batch
@@ -76,12 +84,19 @@ def command(inputs, out_dir, modality, template, resolution, steps, registration
         standardize="fit" if standardize_fit else ("apply" if standardize_reference else None),
         standardizer=standardize_reference, normalize=normalize, denoise_iterations=denoise_iterations,
         split=split, calib=calib, seed=seed, refine_mask=refine_mask)
+    from tfuad.data.shards import parse_shard
+
+    shard = parse_shard(shard) if shard is not None else None
     jobs = jobs_from_inputs(inputs, options.modality)
-    result = run_batch(jobs, out_dir, options, workers=workers, log=click.echo)
-    seconds = [r["seconds"] for r in result.done.values()]
+    result = run_batch(jobs, out_dir, options, workers=workers, log=click.echo, shard=shard)
+    seconds = [r["seconds"] for r in result.done.values() if "seconds" in r]
     per = f", {sum(seconds) / len(seconds):.1f} s per subject" if seconds else ""
-    click.echo(f"preprocessed {len(result.done)} of {len(jobs)} subjects in {result.seconds:.0f} s{per}"
-               + (f"; wrote {result.manifest}" if result.manifest else ""))
+    total = len(result.done) + len(result.failed)
+    of = f"{total} of shard {shard[0]}/{shard[1]} ({len(jobs)} in the cohort)" if shard else f"{len(jobs)}"
+    click.echo(f"preprocessed {len(result.done)} of {of} subjects in {result.seconds:.0f} s{per}"
+               + (f" ({len(result.skipped)} finished before)" if result.skipped else "")
+               + (f"; wrote {result.manifest}" if result.manifest else "")
+               + (f"; wrote {result.shard_record}" if result.shard_record else ""))
     if result.failed:
         click.echo(f"{len(result.failed)} failed: {', '.join(sorted(result.failed))}", err=True)
         sys.exit(1)

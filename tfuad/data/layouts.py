@@ -13,6 +13,10 @@ Supported layouts, detected from what a folder contains:
 ``ixi``
     ``IXI<id>-<site>-<n>_<MOD>.nii.gz`` flat in one folder (``-<MOD>`` too); T1,
     T2 and PD are kept. IXI volunteers are healthy: ``Subject.healthy`` is True.
+``bids``
+    ``sub-*/[ses-*/]anat/*_{T1w,T2w,FLAIR,PDw}.nii.gz``, lesion masks
+    ``derivatives/<pipeline>/sub-*/[ses-*/]anat/*_label-lesion_mask.nii.gz``; a
+    session is a subject ``sub-X_ses-Y``. See :mod:`tfuad.data.bids`.
 ``manifest``
     A CSV file (or a folder holding ``manifest.csv``), see :func:`read_manifest`.
 ``tfuad-demo``
@@ -55,7 +59,7 @@ __all__ = [
 ]
 
 #: Layout names accepted by :func:`discover`, in auto-detection order.
-LAYOUTS = ("manifest", "tfuad-demo", "brats", "mslub", "ixi")
+LAYOUTS = ("manifest", "tfuad-demo", "bids", "brats", "mslub", "ixi")
 
 #: File name read as the manifest of a folder.
 MANIFEST_NAME = "manifest.csv"
@@ -96,6 +100,7 @@ _TRUE = ("1", "true", "yes", "y")
 _FALSE = ("0", "false", "no", "n")
 _LOOKED_FOR = (
     "looked for: manifest (manifest.csv), "
+    "bids (sub-*/[ses-*/]anat/*_{T1w,T2w,FLAIR}.nii.gz), "
     "brats (<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz), "
     "mslub (<patient>/{FLAIR,T1,T1POST,T2}_*.nii.gz, GOLD_STANDARD_*.nii.gz), "
     "ixi (IXI<id>-<site>-<n>_{T1,T2,PD}.nii.gz)"
@@ -379,7 +384,13 @@ def _read_ixi(root: Path) -> list[Subject]:
     return [Subject(i, images[i], healthy=True, source=root) for i in sorted(images)]
 
 
-_FOLDER_READERS = {"brats": _read_brats, "mslub": _read_mslub, "ixi": _read_ixi}
+def _read_bids(root: Path) -> list[Subject]:
+    from tfuad.data.bids import is_bids_root, read_bids
+
+    return read_bids(root) if is_bids_root(root) else []
+
+
+_FOLDER_READERS = {"bids": _read_bids, "brats": _read_brats, "mslub": _read_mslub, "ixi": _read_ixi}
 
 
 def _parse_bool(text: str, csv_path: Path, line: int) -> bool:

@@ -98,13 +98,15 @@ def _squeeze_to_3d(data: np.ndarray, path) -> np.ndarray:
 
 
 def nifti_stem(path) -> str:
-    """A file's name without its ``.nii.gz`` or ``.nii`` extension.
+    """A file's name without its ``.nii.gz`` or ``.nii`` extension (a folder, e.g. a DICOM series: its name).
 
     Example:
         >>> nifti_stem("data/sub-01_flair.nii.gz")
         'sub-01_flair'
     """
     name = Path(path).name
+    if Path(path).is_dir():
+        return name
     for ext in (".nii.gz", ".nii"):
         if name.endswith(ext):
             return name[: -len(ext)]
@@ -115,7 +117,8 @@ def load_volume(path, *, dtype=np.float32, allow_nonfinite: bool = False) -> Vol
     """Load a 3D NIfTI image into canonical RAS+ voxel order.
 
     Args:
-        path: ``.nii`` or ``.nii.gz`` file.
+        path: ``.nii`` or ``.nii.gz`` file, or a folder holding one DICOM series
+            (:mod:`tfuad.data.dicom`; its geometry becomes the affine, LPS turned to RAS).
         dtype: Voxel type of the returned array.
         allow_nonfinite: Accept NaN/Inf voxels instead of raising.
 
@@ -126,8 +129,11 @@ def load_volume(path, *, dtype=np.float32, allow_nonfinite: bool = False) -> Vol
         CorruptFileError: missing, unreadable, truncated or not NIfTI.
         DimensionError: not 3D (trailing singleton dimensions are dropped).
         NonFiniteError: NaN or Inf voxels (unless ``allow_nonfinite``).
+        DatasetError: a folder with no DICOM series or with several.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        return _load_dicom(path, dtype, allow_nonfinite)
     if not os.path.isfile(path):
         raise CorruptFileError(path, "no such file")
     try:
@@ -145,18 +151,36 @@ def load_volume(path, *, dtype=np.float32, allow_nonfinite: bool = False) -> Vol
     except (EOFError, OSError, zlib.error, ValueError) as err:
         raise CorruptFileError(path, f"truncated or corrupt voxel data ({type(err).__name__}: {err})") from err
     data = _squeeze_to_3d(np.asarray(data, dtype=dtype), path)
+    return _canonical_volume(data, img.affine.copy(), img.header.copy(), path, allow_nonfinite)
+
+
+def _load_dicom(path: str, dtype, allow_nonfinite: bool) -> Volume:
+    """A DICOM series folder as a :class:`Volume` with a NIfTI header made from its geometry."""
+    from tfuad.data.dicom import read_dicom_series
+
+    data, affine, _ = read_dicom_series(path)
+    header = nib.Nifti1Header()
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(np.float32)
+    header.set_xyzt_units("mm")
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    return _canonical_volume(np.asarray(data, dtype=dtype), affine, header, path, allow_nonfinite)
+
+
+def _canonical_volume(data: np.ndarray, native_affine: np.ndarray, header, path: str,
+                      allow_nonfinite: bool) -> Volume:
     if not allow_nonfinite and np.issubdtype(data.dtype, np.floating):
         bad = ~np.isfinite(data)
         if bad.any():
             raise NonFiniteError(path, f"{int(bad.sum())} NaN/Inf voxels")
-    native_affine = img.affine.copy()
     to_canonical = nio.ornt_transform(nio.io_orientation(native_affine), nio.axcodes2ornt(("R", "A", "S")))
     canonical = nio.apply_orientation(data, to_canonical)
     affine = native_affine @ nio.inv_ornt_aff(to_canonical, data.shape)
     return Volume(
         data=np.ascontiguousarray(canonical),
         affine=affine,
-        header=img.header.copy(),
+        header=header,
         native_affine=native_affine,
         native_shape=tuple(data.shape),
         path=path,

@@ -164,27 +164,36 @@ class BatchResult:
     Attributes:
         done: Subject -> its record (``preprocess.json`` content).
         failed: Subject -> the one-line error.
-        manifest: Path of the written ``manifest.csv`` (None when nothing succeeded).
+        manifest: Path of the written ``manifest.csv`` (None when nothing succeeded, or for a shard:
+            ``tfuad merge`` writes the cohort's).
         seconds: Wall time of the batch.
+        skipped: Subjects already finished by an earlier run with the same settings (their records are
+            in ``done`` too).
+        shard_record: Path of the shard's record (``shards/shard-K-of-N.json``), or None.
     """
 
     done: dict = field(default_factory=dict)
     failed: dict = field(default_factory=dict)
     manifest: Path | None = None
     seconds: float = 0.0
+    skipped: list = field(default_factory=list)
+    shard_record: Path | None = None
 
 
 def jobs_from_inputs(inputs, modality: str) -> list:
-    """Jobs from NIfTI files and dataset folders / manifests (see :func:`tfuad.data.layouts.discover`).
+    """Jobs from NIfTI files, DICOM series folders and dataset folders / manifests.
+
+    Dataset folders and manifests are read by :func:`tfuad.data.layouts.discover`.
 
     Raises:
         DatasetError: a subject id appears twice.
     """
+    from tfuad.data.dicom import is_dicom_folder
     from tfuad.data.layouts import discover
 
     jobs = []
     for path in inputs:
-        if Path(path).is_dir() or str(path).lower().endswith(".csv"):
+        if (Path(path).is_dir() and not is_dicom_folder(path)) or str(path).lower().endswith(".csv"):
             for s in discover(path).subjects:
                 image = s.images.get(modality)
                 jobs.append(Job(s.id, os.fspath(image) if image else "", _fs(s.brain_mask), _fs(s.lesion_mask),
@@ -534,33 +543,112 @@ def _valid_jobs(jobs: list, result: BatchResult, log) -> list:
     return valid
 
 
+#: Options that name the cohort's splits, not a subject's processing: a change does not redo a finished subject.
+_SPLIT_OPTIONS = ("split", "calib")
+
+
+def _finished(out_dir: Path, job: Job, options: PreprocessOptions) -> dict | None:
+    """The record of a subject an earlier run finished with these settings and this input, or None."""
+    import json
+
+    path = _out_paths(out_dir, job.subject, options.modality)["record"]
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except ConfigError:
+        return None
+    wanted = {k: v for k, v in json.loads(json.dumps(asdict(options), default=str)).items() if k not in _SPLIT_OPTIONS}
+    done = {k: v for k, v in (record.get("options") or {}).items() if k not in _SPLIT_OPTIONS}
+    inputs = {"image": job.image, "brain_mask": job.brain_mask, "lesion_mask": job.lesion_mask}
+    if done != wanted or record.get("inputs") != inputs:
+        return None
+    folder = path.parent
+    if not all((folder / name).is_file() for key, name in record.get("outputs", {}).items() if key != "qc"):
+        return None
+    return record
+
+
+def _note_split(records: dict, jobs: dict, splits: dict, out_dir: Path, options: PreprocessOptions) -> None:
+    """Keep each subject's split and health in its record (``tfuad merge`` reads them back)."""
+    for subject, record in records.items():
+        split = splits.get(subject) or None
+        healthy = jobs[subject].healthy
+        if record.get("split", "missing") != split or record.get("healthy", "missing") != healthy:
+            record["split"], record["healthy"] = split, healthy
+            path = _out_paths(out_dir, subject, options.modality)["record"]
+            if path.is_file():
+                write_json(record, path)
+
+
+def _write_shard_record(out_dir: Path, shard: tuple, cohort: list, jobs: list, result: BatchResult,
+                        options: PreprocessOptions) -> Path:
+    from tfuad.data.shards import shard_label
+
+    path = out_dir / "shards" / f"{shard_label(*shard)}.json"
+    write_json({"command": "preprocess", "shard": list(shard), "cohort": len(cohort),
+                "subjects": sorted(j.subject for j in jobs), "done": sorted(result.done),
+                "skipped": sorted(result.skipped), "failed": dict(sorted(result.failed.items())),
+                "modality": options.modality, "seconds": result.seconds}, path)
+    return path
+
+
 def run_batch(jobs: list, out_dir, options: PreprocessOptions, *, workers: int = 1, progress: bool = True,
-              log=print) -> BatchResult:
+              log=print, shard: tuple | None = None) -> BatchResult:
     """Preprocess subjects, each failure isolated; writes the outputs, manifest and QC montage.
 
+    A subject whose ``preprocess.json`` shows it finished with the same settings and input is
+    not redone (its record joins the manifest), except under ``standardize="fit"``, whose
+    standardiser is learned from every subject of the batch.
+
+    With ``shard=(K, N)`` only shard K of N of the cohort ``jobs`` is run
+    (:mod:`tfuad.data.shards`; splits and ``calib`` picks are still chosen over the whole
+    cohort); the manifest and montage are left to ``tfuad merge``, and the shard's record goes
+    to ``OUT/shards/shard-K-of-N.json``. Shards may share one ``out_dir``.
+
     Args:
-        jobs: From :func:`jobs_from_inputs`.
+        jobs: From :func:`jobs_from_inputs`: the whole cohort.
         out_dir: Output folder (created; never one holding an input).
         options: The run's settings.
         workers: Processes working in parallel.
         progress: Show a progress bar.
         log: Called with each error line and the summary.
+        shard: ``(K, N)``: run shard K (from 0) of N.
 
     Returns:
         A :class:`BatchResult`.
 
     Raises:
-        ConfigError: bad options, or every subject failed before a standardiser could be fitted.
+        ConfigError: bad options, or every subject failed before a standardiser could be fitted, or
+            a shard asked to fit a standardiser (a fit must see the whole cohort).
     """
     from tfuad.preprocess.qc import plot_montage
 
+    if shard is not None and options.standardize == "fit":
+        raise ConfigError("--standardize-fit learns from the whole batch and cannot run in shards: fit it on the "
+                          "training subjects in one run, then give the shards --standardize-reference "
+                          "OUT/standardizer.json")
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = BatchResult()
-    jobs = _valid_jobs(jobs, result, log)
+    cohort = jobs
+    if shard is not None:
+        from tfuad.data.shards import shard_items
+
+        splits = _assign_splits(_valid_jobs(cohort, BatchResult(), lambda line: None), options)
+        jobs = _valid_jobs(shard_items(cohort, *shard), result, log)
+    else:
+        jobs = _valid_jobs(jobs, result, log)
+        splits = _assign_splits(jobs, options)
     by_id = {j.subject: j for j in jobs}
-    splits = _assign_splits(jobs, options)
+    finished = {} if options.standardize == "fit" else {
+        j.subject: record for j in jobs if (record := _finished(out_dir, j, options)) is not None}
+    result.skipped = sorted(finished)
+    if finished:
+        log(f"{len(finished)} subject(s) already finished with these settings, not redone: "
+            f"{', '.join(sorted(finished)[:5])}{' ...' if len(finished) > 5 else ''}")
+    todo = [j for j in jobs if j.subject not in finished]
     standardizer = None
     if options.standardize == "apply":
         from tfuad.data.standardize import HistogramStandardizer
@@ -571,18 +659,24 @@ def run_batch(jobs: list, out_dir, options: PreprocessOptions, *, workers: int =
         result.failed[subject] = line
         bar.write(line) if progress else log(line)
 
-    records = _map(_spatial, [(j, (j, options, out_dir)) for j in jobs], workers, "spatial steps",
+    records = _map(_spatial, [(j, (j, options, out_dir)) for j in todo], workers, "spatial steps",
                    on_error, progress)
     if records and options.standardize == "fit":
         standardizer = _fit_standardizer(out_dir, records, options)
+    for subject, record in records.items():
+        record["split"], record["healthy"] = splits.get(subject) or None, by_id[subject].healthy
     records = _map(_intensity, [(by_id[s], (r, options, out_dir, standardizer)) for s, r in sorted(records.items())],
                    workers, "intensity + QC", on_error, progress)
+    _note_split(finished, by_id, splits, out_dir, options)
+    records = dict(sorted({**records, **finished}.items()))
     result.done = records
-    if records:
+    if records and shard is None:
         result.manifest = _write_manifest(out_dir, records, by_id, splits, options.modality)
         plot_montage([(s, _out_paths(out_dir, s, options.modality)) for s in sorted(records)],
                      out_dir / "qc_montage.png")
     result.seconds = round(time.perf_counter() - start, 3)
+    if shard is not None:
+        result.shard_record = _write_shard_record(out_dir, shard, cohort, jobs, result, options)
     return result
 
 

@@ -57,18 +57,20 @@ class DetectionInput:
 def detection_inputs(paths, modality: str, *, brain_mask=None) -> list[DetectionInput]:
     """The volumes to score from NIfTI files and dataset folders or manifests.
 
-    A file's subject id is its name without extension; a dataset subject keeps its id.
+    A file's subject id is its name without extension (a DICOM series folder: the folder's name); a
+    dataset subject keeps its id.
 
     Raises:
         ConfigError: ``brain_mask`` with more than one input, an id that is no safe folder
             name, or two inputs with one id.
     """
+    from tfuad.data.dicom import is_dicom_folder
     from tfuad.data.layouts import discover
     from tfuad.data.nifti import nifti_stem
 
     items = []
     for path in paths:
-        if Path(path).is_dir() or str(path).endswith(".csv"):
+        if (Path(path).is_dir() and not is_dicom_folder(path)) or str(path).endswith(".csv"):
             items += [DetectionInput(s.id, Path(s.image(modality)), s.brain_mask and Path(s.brain_mask))
                       for s in discover(path).subjects]
         else:
@@ -136,11 +138,42 @@ def _warn_about(prepared, item: DetectionInput, detector: Detector, log) -> None
                 f"differs from the training data's {tuple(trained[:3])} mm; resample it (tfuad preprocess)")
 
 
-def _write_set(detector: Detector, item: DetectionInput, threshold: float, out: Path, force: bool, log) -> dict:
+def _set_layout(item: DetectionInput, modality: str, bids: bool) -> tuple[Path, dict]:
+    """``(folder relative to OUT, file names)`` of a subject's set: ``<subject>/`` or a BIDS derivatives folder."""
+    if not bids:
+        return Path(item.subject), {"anomaly": f"{item.subject}_anomaly.nii.gz",
+                                    "lesions": f"{item.subject}_lesions.nii.gz",
+                                    "overview": f"{item.subject}_overview.png"}
+    from tfuad.data.bids import derivative_names, derivative_prefix, modality_suffix
+
+    folder, prefix = derivative_prefix(item.subject, item.image)
+    return folder, derivative_names(prefix, modality_suffix(modality))
+
+
+#: Record entries that must match for a finished set to stand on a rerun.
+_SAME_SET = ("input", "brain_mask", "run", "method", "threshold")
+
+
+def _finished(folder: Path, record: dict) -> bool:
+    """True when ``folder`` holds a whole set that tfuad detect wrote for the same input, run, method and threshold."""
+    import json
+
+    try:
+        done = json.loads((folder / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    names = done.get("outputs") or {}
+    return (isinstance(done, dict) and all(done.get(k) == record[k] for k in _SAME_SET)
+            and bool(names) and all((folder / n).is_file() for n in names.values()))
+
+
+def _write_set(detector: Detector, item: DetectionInput, threshold: float, out: Path, force: bool, log,
+               bids: bool = False) -> dict:
     from tfuad.data.nifti import save_like
     from tfuad.reports.figures import plot_detection_overview
 
-    folder = out / item.subject
+    relative, names = _set_layout(item, detector.config["data"]["modality"], bids)
+    folder = out / relative
     _claim(folder, force)
     prepared = detector.prepare(item.image, brain_mask_path=item.brain_mask)
     _warn_about(prepared, item, detector, log)
@@ -149,15 +182,19 @@ def _write_set(detector: Detector, item: DetectionInput, threshold: float, out: 
     staged = out / f".{item.subject}.tfuad-{uuid.uuid4().hex[:8]}.tmp"
     staged.mkdir()
     try:
-        save_like(result.map, prepared.volume, staged / f"{item.subject}_anomaly.nii.gz")
-        save_like(lesions, prepared.volume, staged / f"{item.subject}_lesions.nii.gz")
-        plot_detection_overview(prepared.volume.data, result.map, lesions, staged / f"{item.subject}_overview.png",
+        save_like(result.map, prepared.volume, staged / names["anomaly"])
+        save_like(lesions, prepared.volume, staged / names["lesions"])
+        plot_detection_overview(prepared.volume.data, result.map, lesions, staged / names["overview"],
                                 title=f"{item.subject}: {detector.name}, threshold {threshold:.3g}")
         record = {"subject": item.subject, "input": os.fspath(Path(item.image).resolve()),
                   "brain_mask": item.brain_mask and os.fspath(Path(item.brain_mask).resolve()),
                   "run": os.fspath(detector.run.path.resolve()), "method": detector.method.describe(),
-                  "threshold": threshold, "lesion_voxels": int(lesions.sum()), "seconds": result.seconds}
+                  "threshold": threshold, "lesion_voxels": int(lesions.sum()), "seconds": result.seconds,
+                  "outputs": dict(names)}
+        if bids:
+            _bids_sidecars(staged, names, record)
         write_json(record, staged / RECORD_NAME)
+        folder.parent.mkdir(parents=True, exist_ok=True)
         _publish(staged, folder)
     finally:
         if staged.exists():
@@ -165,10 +202,27 @@ def _write_set(detector: Detector, item: DetectionInput, threshold: float, out: 
     return record
 
 
+def _bids_sidecars(staged: Path, names: dict, record: dict) -> None:
+    from tfuad.data.bids import sidecar
+
+    source = {"Sources": [record["input"]], "SkullStripped": False}
+    sidecar(staged / names["anomaly"], {**source, "Description": f"anomaly map of tfuad ({record['method']})",
+                                        "Run": record["run"]})
+    sidecar(staged / names["lesions"], {**source, "Type": "Lesion", "Threshold": record["threshold"],
+                                        "Description": f"lesion mask: anomaly map above {record['threshold']:.6g}"})
+
+
 def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: float | None = None,
                     percentile: float | None = None, modality: str | None = None, brain_mask=None,
-                    force: bool = False, batch_size: int | None = None, log=print, **options) -> list[dict]:
+                    force: bool = False, batch_size: int | None = None, log=print, shard: tuple | None = None,
+                    bids_derivatives: bool = False, **options) -> list[dict]:
     """Score volumes with a calibrated run and write each subject's output set into ``out_dir``.
+
+    A subject whose set an earlier run finished for the same input, run, method and threshold is
+    not redone. With ``shard=(K, N)`` only shard K of N of the inputs' subjects is scored
+    (:mod:`tfuad.data.shards`), and ``OUT/shards/shard-K-of-N.json`` records it. With
+    ``bids_derivatives`` OUT is a BIDS derivatives dataset (:mod:`tfuad.data.bids`):
+    ``dataset_description.json`` and ``OUT/sub-X/[ses-Y/]anat/`` sets.
 
     Args:
         run_dir: Trained and calibrated run directory.
@@ -182,6 +236,8 @@ def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: 
         force: Add outputs to existing folders that tfuad did not write.
         batch_size: Slices per batch.
         log: Receives one line per volume.
+        shard: ``(K, N)``: score shard K (from 0) of N.
+        bids_derivatives: Write OUT as a BIDS derivatives dataset.
         **options: Method options (MAP-TV: ``schedule``, ``max_steps``), checked against the calibration.
 
     Returns:
@@ -197,20 +253,60 @@ def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: 
     items = detection_inputs(inputs, trained, brain_mask=brain_mask)
     if not items:
         raise DatasetError(inputs[0] if inputs else ".", "no volume to score")
+    cohort = len(items)
+    if shard is not None:
+        from tfuad.data.shards import shard_items
+
+        items = shard_items(items, *shard)
     out = ensure_writable_dir(out_dir)
     clean_stale(out)
-    return _write_all(detector, items, threshold, out, force, log)
+    if bids_derivatives:
+        _check_bids_folders(items, trained)
+        import tfuad
+        from tfuad.data.bids import write_dataset_description
+
+        write_dataset_description(out, name="tfuad anomaly maps and lesion masks", version=tfuad.__version__)
+    records = _write_all(detector, items, threshold, out, force, log, bids_derivatives)
+    if shard is not None:
+        from tfuad.data.shards import shard_label
+
+        write_json({"command": "detect", "shard": list(shard), "cohort": cohort,
+                    "subjects": sorted(i.subject for i in items), "done": sorted(r["subject"] for r in records),
+                    "failed": {}}, out / "shards" / f"{shard_label(*shard)}.json")
+    return records
 
 
-def _write_all(detector: Detector, items, threshold: float, out: Path, force: bool, log) -> list[dict]:
+def _check_bids_folders(items, modality: str) -> None:
+    seen = {}
+    for item in items:
+        folder, _ = _set_layout(item, modality, True)
+        if folder in seen:
+            raise ConfigError(f"{item.image}: its BIDS derivatives folder {folder} is also that of {seen[folder]}; "
+                              "give each session one input")
+        seen[folder] = item.image
+
+
+def _write_all(detector: Detector, items, threshold: float, out: Path, force: bool, log,
+               bids: bool = False) -> list[dict]:
     from tqdm.auto import tqdm
 
+    modality = detector.config["data"]["modality"]
     for item in items:  # refuse before any work
-        _claim(out / item.subject, force)
+        _claim(out / _set_layout(item, modality, bids)[0], force)
     records = []
+    method = detector.method.describe()
     for item in tqdm(items, desc="volumes", unit="volume", disable=len(items) < 2):
-        record = _write_set(detector, item, threshold, out, force, log)
-        log(f"{item.image}: {record['lesion_voxels']} lesion voxels, {record['seconds']:.2f} s "
-            f"-> {out / item.subject}")
+        folder = out / _set_layout(item, modality, bids)[0]
+        same = {"input": os.fspath(Path(item.image).resolve()), "run": os.fspath(detector.run.path.resolve()),
+                "brain_mask": item.brain_mask and os.fspath(Path(item.brain_mask).resolve()),
+                "method": method, "threshold": threshold}
+        if _finished(folder, same):
+            import json
+
+            log(f"{item.image}: finished before with this run, method and threshold, not redone -> {folder}")
+            records.append(json.loads((folder / RECORD_NAME).read_text()))
+            continue
+        record = _write_set(detector, item, threshold, out, force, log, bids)
+        log(f"{item.image}: {record['lesion_voxels']} lesion voxels, {record['seconds']:.2f} s -> {folder}")
         records.append(record)
     return records
