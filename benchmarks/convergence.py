@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from tfuad.data.splits import labelled_test_subjects  # noqa: E402
 from tfuad.detection.detector import Detector  # noqa: E402
-from tfuad.detection.residual import residual_maps  # noqa: E402
+from tfuad.detection.methods.residual import ResidualMethod  # noqa: E402
 from tfuad.detection.restoration import (  # noqa: E402
     Restorer,
     convergence_curve,
@@ -124,7 +124,7 @@ def main(argv=None):
     print(f"{subject.id}: {len(pick)} slices ({len(np.intersect1d(pick, with_lesion))} of {len(with_lesion)} "
           f"with lesion, {len(pick) - len(np.intersect1d(pick, with_lesion))} healthy), λ = {lam:g}")
 
-    residual = residual_maps(detector.model, y, args.batch_size)[0]
+    residual = ResidualMethod(detector.model, batch_size=args.batch_size).slice_maps(y)[0]
     residual_auroc = auc_scores(residual[brain], truth[brain])[0]
     print(f"residual |y - x̂|: AUROC {residual_auroc:.4f}")
 

@@ -5,7 +5,7 @@ may be shared: compare the two precisions within one run, not across runs):
 
 * training slices/s of the paper-size prior (``vae``) and of a Baur et al. model (``--baur-model``,
   default ``sae``) at ``--image-size``, each precision's model starting from the same weights;
-* residual inference slices/s of both models (:func:`tfuad.detection.residual.residual_maps` on a
+* residual inference slices/s of both models (:class:`tfuad.detection.methods.residual.ResidualMethod` on a
   ``--slices`` volume);
 * MAP-TV milliseconds per slice-step of the prior (plain gradient steps on ``--batch-sizes`` slices);
 * whole-volume seconds of the fast schedule (Adam, at most 30 steps, stopping rule) on the volume, and
@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
-from tfuad.detection.residual import residual_maps  # noqa: E402
+from tfuad.detection.methods.residual import ResidualMethod  # noqa: E402
 from tfuad.detection.restoration import GradientAscent, Restorer, restoration_batch_size  # noqa: E402
 from tfuad.files import atomic_path  # noqa: E402
 from tfuad.models import build_model  # noqa: E402
@@ -216,7 +216,7 @@ def main(argv=None):
     steppers, volume_restorers = {}, {}
     for precision in PRECISIONS:
         for model in (prior, baur):
-            residual_maps(model, volume[:8], precision=precision)
+            ResidualMethod(model, precision=precision).slice_maps(volume[:8])
         for b in batch_sizes:
             r = Restorer(prior, lam=lam, schedule=GradientAscent(steps=args.steps), batch_size=b, precision=precision)
             r.restore(volume[:2])
@@ -236,7 +236,7 @@ def main(argv=None):
                 table.add(f"training {name} {size}px, batch {args.train_batch}", "slices/s", "rate", precision,
                           wall, cpu, args.train_steps * args.train_batch)
             for label, model in ((prior_name, prior), (args.baur_model, baur)):
-                wall, cpu, _ = timed(lambda: residual_maps(model, volume, precision=precision))
+                wall, cpu, _ = timed(lambda: ResidualMethod(model, precision=precision).slice_maps(volume))
                 table.add(f"residual maps {label}", "slices/s", "rate", precision, wall, cpu, len(volume))
             for b in batch_sizes:
                 r = steppers[(precision, b)]
@@ -254,7 +254,7 @@ def main(argv=None):
     if volumes:
         quality = {}
         for precision in PRECISIONS:
-            residual = [residual_maps(prior, v[1], precision=precision)[0] for v in volumes]
+            residual = [ResidualMethod(prior, precision=precision).slice_maps(v[1])[0] for v in volumes]
             restorer = volume_restorers[precision]
             restored = [np.abs(v[1] - restorer.restore(v[1], v[2])) for v in volumes]
             quality[precision] = dict(residual=pixel_auroc(residual, volumes),

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from tfuad.detection.residual import residual_maps  # noqa: E402
+from tfuad.detection.methods.residual import ResidualMethod  # noqa: E402
 from tfuad.detection.restoration import AdamAscent, GradientAscent, Restorer, map_objective  # noqa: E402
 from tfuad.errors import ConfigError  # noqa: E402
 from tfuad.models import build_model  # noqa: E402
@@ -341,8 +341,8 @@ def test_residual_maps_in_bfloat16_are_close_to_float32(prior):
     ulps of the largest value (4 % of max |x̂|).
     """
     model, y, _, _ = prior
-    f32, recon32 = residual_maps(model, y)
-    b16, recon16 = residual_maps(model, y, precision=MIXED)
+    f32, recon32 = ResidualMethod(model, precision="float32").slice_maps(y)
+    b16, recon16 = ResidualMethod(model, precision=MIXED).slice_maps(y)
     assert b16.dtype == np.float32 and recon16.dtype == np.float32
     change = np.abs(recon16 - recon32)
     assert 0 < change.mean() <= 2 ** -6 * np.abs(recon32).mean()  # > 0: the network really ran in bfloat16

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tfuad.models.base import computing_at, precision_of
 from tfuad.precision import resolve_precision
 
-__all__ = ["reconstruct_slices", "residual_maps"]
+__all__ = ["reconstruct_slices"]
 
 
 _COMPILED = weakref.WeakKeyDictionary()
@@ -51,23 +51,3 @@ def reconstruct_slices(model, slices, batch_size: int = 32, precision: str | Non
     with computing_at(model, precision):  # the first call traces at this precision
         out = [fn(tf.constant(slices[i:i + batch_size])).numpy() for i in range(0, len(slices), batch_size)]
     return np.concatenate(out) if out else np.zeros_like(slices)
-
-
-def residual_maps(model, slices, batch_size: int = 32, precision: str | None = None):
-    """Absolute reconstruction residuals.
-
-    Args:
-        model: Any tfuad model.
-        slices: ``(N, S, S, 1)`` normalised slices.
-        batch_size: Slices per forward pass.
-        precision: Precision of the network (see :func:`reconstruct_slices`).
-
-    Returns:
-        ``(maps, reconstructions)``, both ``(N, S, S, 1)`` float32.
-
-    Example:
-        >>> maps, recon = residual_maps(model, prepared.slices)   # doctest: +SKIP
-        >>> maps, recon = residual_maps(model, prepared.slices, precision="mixed_bfloat16")  # doctest: +SKIP
-    """
-    recon = reconstruct_slices(model, slices, batch_size, precision)
-    return np.abs(np.asarray(slices, np.float32) - recon), recon

@@ -8,6 +8,9 @@ name           anomaly map                                      needs
 ``intensity``  normalised intensity (non-learned reference)     nothing
 =============  ===============================================  ==================
 
+``residual-positive`` and ``map-tv-positive`` keep only ``max(y − x̂, 0)``
+(hyperintense lesions); they are options, not part of ``--method all``.
+
 Adding a method is one new module here defining a
 :class:`~tfuad.detection.methods.base.ScoringMethod` subclass with a
 ``name``, imported below: the command line's choices, calibration,
@@ -16,7 +19,7 @@ evaluation and export all read :data:`METHODS`.
 Example:
     >>> from tfuad.detection.methods import METHOD_NAMES
     >>> METHOD_NAMES
-    ('residual', 'map-tv', 'intensity')
+    ('residual', 'map-tv', 'intensity', 'residual-positive', 'map-tv-positive')
 """
 from __future__ import annotations
 

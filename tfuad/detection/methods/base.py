@@ -61,6 +61,9 @@ class ScoringMethod:
     needs: ClassVar[str | None] = "reconstruct"
     #: The settings the method chooses on healthy data besides thresholds (MAP-TV: ``("lambda",)``).
     calibrates: ClassVar[tuple] = ()
+    #: Which deviations from the healthy estimate count: ``"absolute"`` ``|y − x̂|`` (the papers), or
+    #: ``"positive"`` ``max(y − x̂, 0)``, only brighter than healthy (for hyperintense lesions, e.g. in FLAIR).
+    polarity: ClassVar[str] = "absolute"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -136,6 +139,26 @@ class ScoringMethod:
             ``(maps, estimate)`` tensors; ``estimate`` may be ``None``.
         """
         raise NotImplementedError
+
+    def deviation(self, slices, estimate):
+        """The anomaly map of ``slices`` against their healthy ``estimate``, per :attr:`polarity`.
+
+        Takes NumPy arrays (returns float32 NumPy) or tensors (returns a tensor, for graphs).
+
+        Example:
+            >>> import numpy as np
+            >>> from tfuad.detection.methods import get_method
+            >>> y, x = np.array([1.0, 0.0]), np.array([0.5, 0.5])
+            >>> get_method("intensity")().deviation(y, x).tolist(), get_method("residual-positive").polarity
+            ([0.5, 0.5], 'positive')
+        """
+        if isinstance(slices, np.ndarray) and isinstance(estimate, np.ndarray):
+            difference = np.asarray(slices, np.float32) - np.asarray(estimate, np.float32)
+            return np.maximum(difference, 0.0) if self.polarity == "positive" else np.abs(difference)
+        import tensorflow as tf
+
+        difference = slices - estimate
+        return tf.nn.relu(difference) if self.polarity == "positive" else tf.abs(difference)
 
     def build(self) -> None:
         """Build what :meth:`graph_maps` needs (e.g. compiled loops) before a serving graph is traced."""

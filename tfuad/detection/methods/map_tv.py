@@ -6,6 +6,9 @@ Eq. 6) under the model's ELBO; λ is the smallest value minimising the mean
 (their Eq. 7). The maps, so the thresholds and λ, depend on the optimisation
 schedule: it is calibrated with λ and enforced afterwards.
 
+``map-tv-positive`` keeps only ``max(y − x̂, 0)`` (see
+:mod:`tfuad.detection.methods.residual` for when that suits).
+
 Example:
     >>> method = MapTVMethod(prior, schedule="fast")                     # doctest: +SKIP
     >>> method.calibrate_settings(healthy, brains)["lambda"]            # doctest: +SKIP
@@ -16,7 +19,7 @@ from __future__ import annotations
 from tfuad.detection.methods.base import ScoringMethod
 from tfuad.errors import ConfigError
 
-__all__ = ["MapTVMethod", "DEFAULT_LAMBDAS"]
+__all__ = ["MapTVMethod", "PositiveMapTVMethod", "DEFAULT_LAMBDAS"]
 
 #: λ grid of the ε(λ) search (the paper searches a wide range; its optima lie in 1–9).
 DEFAULT_LAMBDAS = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0)
@@ -91,13 +94,11 @@ class MapTVMethod(ScoringMethod):
 
         slices = np.asarray(slices, np.float32)
         restored = self.restorer().restore(slices, mask=brain)
-        return np.abs(slices - restored), restored
+        return self.deviation(slices, restored), restored
 
     def graph_maps(self, slices, brain):
-        import tensorflow as tf
-
         restored = self.restorer().restore_tensor(slices, brain)
-        return tf.abs(slices - restored), restored
+        return self.deviation(slices, restored), restored
 
     # -- calibration ---------------------------------------------------------------------------
     def calibrate_settings(self, slices, brains, *, log=print) -> dict:
@@ -141,3 +142,20 @@ class MapTVMethod(ScoringMethod):
 
         lam = "λ not set" if self._lam is None else f"λ = {self._lam:g}"
         return f"map-tv, {describe_schedule(self.schedule)}, {lam}"
+
+
+class PositiveMapTVMethod(MapTVMethod):
+    """``max(y − x̂, 0)`` of the MAP-TV restoration: only brighter than healthy (hyperintense lesions)."""
+
+    name = "map-tv-positive"
+    label = "MAP-TV (positive)"
+    summary = "max(y - MAP-TV restoration, 0): hyperintense deviations only"
+    polarity = "positive"
+
+    @classmethod
+    def recommended(cls, model) -> bool:
+        """An option for hyperintense lesions, not part of ``--method all``."""
+        return False
+
+    def describe(self) -> str:
+        return "positive " + super().describe()

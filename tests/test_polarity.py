@@ -1,0 +1,73 @@
+"""Positive-part scoring (``residual-positive``, ``map-tv-positive``): only brighter-than-healthy counts."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from tfuad.cli.main import main
+from tfuad.data.layouts import discover
+from tfuad.detection.detector import Detector
+from tfuad.detection.methods import METHOD_NAMES, get_method, methods_for
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture()
+def run(tmp_path, trained_run):
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+def test_the_positive_part_in_numpy_and_in_a_graph_is_relu_of_the_difference():
+    rng = np.random.default_rng(0)
+    y, x = rng.normal(size=(2, 4, 4, 1)).astype(np.float32), rng.normal(size=(2, 4, 4, 1)).astype(np.float32)
+    positive, absolute = get_method("residual-positive"), get_method("residual")
+    for cls, expected in ((positive, np.maximum(y - x, 0)), (absolute, np.abs(y - x))):
+        method = cls.__new__(cls)  # deviation needs no model
+        np.testing.assert_array_equal(method.deviation(y, x), expected)
+        np.testing.assert_allclose(method.deviation(tf.constant(y), tf.constant(x)).numpy(), expected)
+
+
+def test_positive_methods_are_registered_but_not_part_of_method_all(trained_run):
+    assert {"residual-positive", "map-tv-positive"} <= set(METHOD_NAMES)
+    model = Detector(trained_run, "residual", calibrated=False).model
+    assert "residual" in methods_for(model) and "residual-positive" not in methods_for(model)
+
+
+def test_positive_residual_maps_are_the_bright_part_of_the_residual(trained_run, demo_data):
+    subject = discover(demo_data).split("test").subjects[0]
+    signed = Detector(trained_run, "residual", calibrated=False)
+    prepared = signed.prepare(subject.image("flair"))
+    absolute, estimate = signed.slice_maps(prepared.slices, prepared.brain)
+    positive, same_estimate = Detector(trained_run, "residual-positive", calibrated=False).slice_maps(
+        prepared.slices, prepared.brain)
+    np.testing.assert_allclose(same_estimate, estimate, atol=1e-6)
+    darker = prepared.slices < estimate
+    assert darker.any() and (~darker).any()
+    assert np.all(positive[darker] == 0)
+    np.testing.assert_allclose(positive[~darker], absolute[~darker], atol=1e-6)
+
+
+def test_calibrate_and_detect_with_the_positive_residual(run, demo_data, tmp_path):
+    result = _cli("calibrate", run, "--data", demo_data, "--method", "residual-positive")
+    assert result.exit_code == 0, result.output
+    positive = json.loads((run / "calibration-residual-positive.json").read_text())
+    absolute = json.loads((run / "calibration-residual.json").read_text())
+    # max(y − x̂, 0) ≤ |y − x̂| voxel by voxel, and the same (monotone) post-processing keeps that, so every
+    # healthy quantile (threshold) is lower or equal.
+    assert positive["postprocess"] == absolute["postprocess"]
+    assert set(positive["thresholds"]) == set(absolute["thresholds"]) and len(positive["thresholds"]) >= 3
+    for key, value in positive["thresholds"].items():
+        assert value <= absolute["thresholds"][key] + 1e-6, key
+    image = discover(demo_data).split("test").subjects[0].image("flair")
+    out = tmp_path / "detect"
+    result = _cli("detect", image, "--model", run, "--method", "residual-positive", "--fpr", "0.05", "--out", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads(next(out.glob("*/detection.json")).read_text())
+    assert record["method"] == "positive residual of SpatialAE"
