@@ -168,3 +168,11 @@ def test_detect_and_preprocess_take_a_series_folder(tmp_path, trained_run, demo_
     assert manifest.ids == ["flair_series"]
     written = nib.load(manifest.subjects[0].image("flair"))
     assert written.shape == nib.load(out / "flair_series" / "flair_series_anomaly.nii.gz").shape
+
+
+def test_a_manifest_cell_may_name_a_series_folder(tmp_path, volume_zyx):
+    write_series(_image(volume_zyx), tmp_path / "scans" / "s01_t1", "1.2.826.0.1.3680043.2.1125.501")
+    (tmp_path / "manifest.csv").write_text("subject,t1\ns01,scans/s01_t1\n")
+    subject = discover(tmp_path / "manifest.csv").subjects[0]
+    assert subject.image("t1") == tmp_path / "scans" / "s01_t1"
+    assert load_volume(subject.image("t1")).native_shape == (13, 11, 9)  # columns, rows, slices

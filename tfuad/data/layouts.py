@@ -438,6 +438,10 @@ def _manifest_file(cell: str, column: str, csv_path: Path, line: int) -> Path | 
     if not path.is_absolute():
         path = csv_path.parent / path
     if not path.is_file():
+        from tfuad.data.dicom import is_dicom_folder
+
+        if is_dicom_folder(path):  # a DICOM series stands wherever a NIfTI file does
+            return path
         raise DatasetError(
             csv_path, f"line {line}: column {column!r} file {cell.strip()!r} does not exist ({path})"
         )
