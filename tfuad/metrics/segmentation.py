@@ -31,6 +31,9 @@ from tfuad.arrays import check_real_finite
 from tfuad.errors import ArrayError
 
 __all__ = [
+    "FPR_REGIONS",
+    "false_positive_regions",
+    "rate_in",
     "dice",
     "false_positive_rate",
     "true_positive_rate",
@@ -106,6 +109,67 @@ def false_positive_rate(pred, truth, brain_mask) -> float:
     negatives = brain & ~truth
     n = int(np.count_nonzero(negatives))
     return math.nan if n == 0 else int(np.count_nonzero(pred & negatives)) / n
+
+
+#: The healthy-voxel regions of :func:`false_positive_regions`, in report order.
+FPR_REGIONS = ("far", "beside", "near")
+
+
+def false_positive_regions(truth, brain_mask, *, spacing=None, near_mm: float = 10.0, margin: int = 3) -> dict:
+    """Healthy brain voxels split by where they lie relative to the lesion, for a per-region FPR.
+
+    A threshold chosen on lesion-free slices (the calibration slices of a
+    lesioned subject lie far from its lesion) may not hold its FPR elsewhere.
+    The three regions tell where the false positives come from:
+
+    * ``near``: healthy voxels within ``near_mm`` of the lesion (3D, in mm);
+    * ``far``: the other voxels of axial slices with no lesion voxel within
+      ``margin`` slices (the kind of slice the calibration saw);
+    * ``beside``: the rest: voxels of lesion slices farther than ``near_mm``
+      from the lesion.
+
+    Args:
+        truth: Lesion mask ``(X, Y, Z)`` (Z axial).
+        brain_mask: Brain mask of the same shape.
+        spacing: Voxel sizes in mm (default 1 mm).
+        near_mm: Distance that counts as near the lesion.
+        margin: Axial slices around a lesion slice that do not count as far.
+
+    Returns:
+        ``{region: bool mask}`` for the regions of :data:`FPR_REGIONS`; they
+        partition the healthy brain voxels.
+
+    Example:
+        >>> truth = np.zeros((1, 30, 20), bool); truth[0, :2, 10] = True
+        >>> regions = false_positive_regions(truth, np.ones_like(truth), near_mm=5, margin=2)
+        >>> [int(regions[r].sum()) for r in FPR_REGIONS]
+        [424, 119, 55]
+    """
+    truth, brain = (a.astype(bool, copy=False) for a in _as_arrays({"truth": truth, "brain mask": brain_mask}))
+    if truth.ndim != 3:
+        raise ArrayError(f"expected 3D masks, got shape {truth.shape}")
+    healthy = brain & ~truth
+    lesion_slices = truth.any(axis=(0, 1))
+    near_slices = ndi.binary_dilation(lesion_slices, structure=np.ones(2 * int(margin) + 1, bool)) \
+        if lesion_slices.any() else lesion_slices
+    if truth.any():
+        distance = ndi.distance_transform_edt(~truth, sampling=spacing)
+        near = healthy & (distance <= near_mm)
+    else:
+        near = np.zeros_like(healthy)
+    far = healthy & ~near_slices[None, None, :] & ~near
+    return {"far": far, "beside": healthy & ~far & ~near, "near": near}
+
+
+def rate_in(pred, region) -> float:
+    """Fraction of ``region`` voxels predicted positive (NaN for an empty region).
+
+    Example:
+        >>> rate_in(np.array([1, 0, 1, 0], bool), np.array([1, 1, 0, 0], bool))
+        0.5
+    """
+    n = int(np.count_nonzero(region))
+    return math.nan if n == 0 else int(np.count_nonzero(np.asarray(pred, bool) & region)) / n
 
 
 def true_positive_rate(pred, truth) -> float:

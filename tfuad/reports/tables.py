@@ -29,7 +29,7 @@ import numpy as np
 from tfuad.files import atomic_path
 
 __all__ = ["TABLE_COLUMNS", "MEASURE_COLUMNS", "Bootstrap", "markdown_table", "measures_table", "subject_row",
-           "method_summary", "write_rows_csv", "fmt"]
+           "method_summary", "write_rows_csv", "fmt", "TRANSFER_COLUMNS", "transfer_table"]
 
 #: Columns of the results table (README, benchmarks).
 TABLE_COLUMNS = ("method", "AUROC", "AUPRC", "Dice@p98", "DSC@1%", "DSC@5%", "DSC@10%",
@@ -37,11 +37,17 @@ TABLE_COLUMNS = ("method", "AUROC", "AUPRC", "Dice@p98", "DSC@1%", "DSC@5%", "DS
 #: Columns of the table of other measures, at the 5 % FPR limit.
 MEASURE_COLUMNS = ("method", "FPR reached (limit 5 %)", "HD95 mm", "ASSD mm", "lesion precision", "lesion recall",
                    "lesion F1", "slice AUROC", "slice AP")
+#: Columns of the table of where false positives lie, for every FPR limit.
+TRANSFER_COLUMNS = ("method", "FPR limit", "FPR reached", "far slices", "lesion slices, > 10 mm",
+                    "within 10 mm of the lesion")
+#: Distance from the lesion (mm) within which healthy voxels count as near it.
+NEAR_MM = 10.0
 #: The threshold the measures table reports.
 MEASURE_KEY = "fpr@0.05"
 #: Per-threshold measures of a row, ``{row key prefix: summary name}``.
 _PER_THRESHOLD = {"dice": "dice", "fpr": "achieved_fpr", "hd95": "hd95", "assd": "assd",
-                  "lesion_precision": "lesion_precision", "lesion_recall": "lesion_recall", "lesion_f1": "lesion_f1"}
+                  "lesion_precision": "lesion_precision", "lesion_recall": "lesion_recall", "lesion_f1": "lesion_f1",
+                  "fpr_far": "fpr_far", "fpr_beside": "fpr_beside", "fpr_near": "fpr_near"}
 
 
 class Bootstrap:
@@ -115,6 +121,24 @@ def measures_table(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def transfer_table(rows) -> str:
+    """Markdown table: the FPR reached at every limit, overall and by region (where the false positives lie).
+
+    Regions (:func:`tfuad.metrics.segmentation.false_positive_regions`): *far slices* have no lesion voxel
+    within a few slices, like the lesion-free slices a calibration sees; *lesion slices, > 10 mm* are the
+    rest of the lesion slices; *within 10 mm* surrounds the lesion.
+    """
+    lines = ["| " + " | ".join(TRANSFER_COLUMNS) + " |", "|" + "---|" * len(TRANSFER_COLUMNS)]
+    for r in rows:
+        for key in r["thresholds"]:
+            if not key.startswith("fpr@") or key not in r.get("fpr_far", {}):
+                continue
+            cells = [_with_interval(r[name].get(key), 4) for name in ("achieved_fpr", "fpr_far", "fpr_beside",
+                                                                        "fpr_near")]
+            lines.append("| " + " | ".join([r["label"], f"{float(key[4:]):.0%}", *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def subject_row(subject_id: str, method: str, score_map, truth, brain, thresholds: dict, segment, *,
                 slices: int, seconds: float, spacing=None) -> dict:
     """The numbers of one subject for one method.
@@ -133,10 +157,17 @@ def subject_row(subject_id: str, method: str, score_map, truth, brain, threshold
     """
     from tfuad.metrics.boundary import boundary_metrics
     from tfuad.metrics.lesionwise import lesion_detection
-    from tfuad.metrics.segmentation import dice, false_positive_rate, per_subject_metrics
+    from tfuad.metrics.segmentation import (
+        dice,
+        false_positive_rate,
+        false_positive_regions,
+        per_subject_metrics,
+        rate_in,
+    )
 
     row = {"subject": subject_id, "method": method, "slices": int(slices), "seconds": float(seconds),
            "seconds_per_slice": float(seconds) / max(int(slices), 1)}
+    regions = false_positive_regions(truth, brain, spacing=spacing, near_mm=NEAR_MM)
     for i, (key, threshold) in enumerate(thresholds.items()):
         pred = segment(score_map, threshold)
         if i == 0:
@@ -148,6 +179,7 @@ def subject_row(subject_id: str, method: str, score_map, truth, brain, threshold
                     f"hd95@{key}": boundary["hd95"], f"assd@{key}": boundary["assd"],
                     f"lesion_precision@{key}": lesions["precision"], f"lesion_recall@{key}": lesions["recall"],
                     f"lesion_f1@{key}": lesions["f1"], f"voxels@{key}": int(pred.sum())})
+        row.update({f"fpr_{region}@{key}": rate_in(pred, mask) for region, mask in regions.items()})
     return row
 
 

@@ -27,7 +27,15 @@ from tfuad.data.splits import labelled_test_subjects
 from tfuad.detection.detector import Detector
 from tfuad.errors import ConfigError
 from tfuad.files import atomic_path, ensure_writable_dir, write_json
-from tfuad.reports.tables import Bootstrap, markdown_table, measures_table, method_summary, subject_row, write_rows_csv
+from tfuad.reports.tables import (
+    Bootstrap,
+    markdown_table,
+    measures_table,
+    method_summary,
+    subject_row,
+    transfer_table,
+    write_rows_csv,
+)
 
 __all__ = ["evaluate_run", "evaluate_folds", "calibrated_detectors"]
 
@@ -127,9 +135,14 @@ def _write_report(out: Path, summary: dict, rows, curves, examples, detectors: d
                 "boundary distances (mm; subjects without a segmentation are left out), lesion-wise scores (3D "
                 "components; a lesion is found when a segmented voxel touches it), and slice-level detection "
                 "(each slice scored by the 99th percentile of its brain voxels).\n\n")
+    transfer = ("\n## Where the false positives lie\n\nFPR reached at each limit on all non-lesion brain voxels "
+                "and by region: far slices (no lesion voxel within 3 slices, the kind of slice the calibration "
+                "sees), the other lesion-slice voxels more than 10 mm from the lesion, and within 10 mm of it. A "
+                "threshold that transfers reaches its limit in every region.\n\n"
+                + transfer_table(summary["methods"]))
     with atomic_path(out / "summary.md") as tmp:
         Path(tmp).write_text(header + markdown_table(summary["methods"]) + measures
-                             + measures_table(summary["methods"]))
+                             + measures_table(summary["methods"]) + transfer)
     plot_roc_pr(curves, out / "roc_pr.png", title=f"{model}: pooled brain voxels")
     last_key = list(first.calibration().thresholds)[-1]
     plot_dice_vs_lesion_size([{**r, "dice": r[f"dice@{last_key}"]} for r in rows if r["method"] == first_name],
