@@ -350,7 +350,7 @@ def test_real_brats(shared_data):
 def test_real_brats_protocol_matches_readme(shared_data):
     ds = discover(shared_data / "brats18").with_protocol("brats-healthy-slices")
     assert {k: len(ds.split(k)) for k in ("train", "calib", "test")} == {"train": 10, "calib": 2, "test": 2}
-    readme = (shared_data / "README.md").read_text()
+    readme = (shared_data / "README.md").read_text(encoding="utf-8")
     section = readme.split("brats-healthy-slices", 1)[1]
     named = re.findall(r"\bBrats18_\w+", section)
     protocol = PROTOCOLS["brats-healthy-slices"]
