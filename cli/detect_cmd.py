@@ -29,11 +29,20 @@ from tfuad.cli.options import FPR, batch_size_option, method_option, precision_o
 @click.option("--bids-derivatives", is_flag=True,
               help="Write OUT as a BIDS derivatives dataset: dataset_description.json and "
                    "OUT/sub-X/[ses-Y/]anat/sub-X_[ses-Y_]desc-anomaly_<suffix>.nii.gz, ..._label-lesion_mask.nii.gz.")
+@click.option("--raw", is_flag=True,
+              help="INPUTs are raw scans (scanner space, whole head): each is preprocessed as the run's training "
+                   "data were (reorientation, N4, registration, brain extraction, standardisation: the steps "
+                   "'tfuad preprocess' recorded and 'tfuad train' copied into the run), scored on the template "
+                   "grid, and its map (linear) and mask (nearest neighbour) are written back on the scan's own "
+                   "grid, affine and header. Without --raw the inputs must already be preprocessed.")
+@click.option("--template-space", is_flag=True,
+              help="With --raw, also write the template-grid map, mask, preprocessed image and brain mask "
+                   "(<name>_template.nii.gz).")
 @schedule_options()
 @precision_option
 @batch_size_option
 def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_mask, force, shard, bids_derivatives,
-            schedule, max_steps, precision, batch_size):
+            raw, template_space, schedule, max_steps, precision, batch_size):
     """Detect lesions in INPUT volumes (NIfTI files or dataset folders).
 
     For each subject writes the folder OUT/<subject>/, as one set (a killed run
@@ -53,6 +62,7 @@ def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_m
       tfuad detect sub-01_flair.nii.gz --model runs/svae --out detections --fpr 0.05
       tfuad detect bids_root --model runs/svae --out bids_root/derivatives/tfuad --bids-derivatives \\
           --shard $SLURM_ARRAY_TASK_ID/10
+      tfuad detect scanner_T1.nii.gz --raw --model runs/ixi_svae --out detections --template-space
     """
     from tfuad.data.shards import parse_shard
     from tfuad.workflows.detect import detect_to_files
@@ -60,4 +70,5 @@ def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_m
     detect_to_files(run_dir, inputs, out_dir, method=method, fpr=fpr, percentile=percentile, modality=modality,
                     brain_mask=brain_mask, force=force, batch_size=batch_size, schedule=schedule,
                     max_steps=max_steps, precision=precision, log=click.echo,
-                    shard=parse_shard(shard) if shard is not None else None, bids_derivatives=bids_derivatives)
+                    shard=parse_shard(shard) if shard is not None else None, bids_derivatives=bids_derivatives,
+                    raw=raw, template_space=template_space)

@@ -368,6 +368,12 @@ def _write_run_dir(setup: _Setup, dataset, data: _Data, model_kwargs: dict, log)
         if kept:
             log(f"--overwrite kept what is not tfuad's in {run.path}: {', '.join(kept)}")
     run.path.mkdir(parents=True, exist_ok=True)
+    from tfuad.preprocess.native import RUN_KEY as RAW_KEY
+    from tfuad.preprocess.native import recorded_preprocessing
+
+    raw, note = recorded_preprocessing([p.volume.path for p in (*data.prepared, *data.val_prepared)])
+    if note:
+        log(f"note: {note}")
     write_json({
         "model": config.model,
         "model_kwargs": model_kwargs,
@@ -380,6 +386,8 @@ def _write_run_dir(setup: _Setup, dataset, data: _Data, model_kwargs: dict, log)
                  "n_train_slices": int(len(data.x_train)), "n_val_slices": int(len(data.x_val)),
                  # the median voxel size (mm) of the training volumes: detection warns on scans far from it
                  "voxel_size": [float(v) for v in np.median([p.volume.zooms for p in data.prepared], axis=0)]},
+        # the raw-scan preprocessing the training volumes had (tfuad preprocess), for tfuad detect --raw
+        RAW_KEY: raw,
         "tfuad_version": tfuad.__version__,
     }, run.config_path)
 

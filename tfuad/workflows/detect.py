@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfuad.detection.detector import Detector
-from tfuad.errors import ConfigError, DatasetError
+from tfuad.errors import ConfigError, DatasetError, TfuadError
 from tfuad.files import check_name, ensure_writable_dir, write_json
 
 __all__ = ["DetectionInput", "detection_inputs", "detect_to_files", "RECORD_NAME"]
@@ -151,7 +151,7 @@ def _set_layout(item: DetectionInput, modality: str, bids: bool) -> tuple[Path, 
 
 
 #: Record entries that must match for a finished set to stand on a rerun.
-_SAME_SET = ("input", "brain_mask", "run", "method", "threshold")
+_SAME_SET = ("input", "brain_mask", "run", "method", "threshold", "space")
 
 
 def _finished(folder: Path, record: dict) -> bool:
@@ -168,17 +168,23 @@ def _finished(folder: Path, record: dict) -> bool:
 
 
 def _write_set(detector: Detector, item: DetectionInput, threshold: float, out: Path, force: bool, log,
-               bids: bool = False) -> dict:
+               bids: bool = False, raw=None) -> dict:
     from tfuad.data.nifti import save_like
     from tfuad.reports.figures import plot_detection_overview
 
     relative, names = _set_layout(item, detector.config["data"]["modality"], bids)
     folder = out / relative
     _claim(folder, force)
-    prepared = detector.prepare(item.image, brain_mask_path=item.brain_mask)
-    _warn_about(prepared, item, detector, log)
-    result = detector.run_volume(prepared)
-    lesions = detector.segment(result.map, threshold)
+    if raw is None:
+        prepared = detector.prepare(item.image, brain_mask_path=item.brain_mask)
+        _warn_about(prepared, item, detector, log)
+        result = detector.run_volume(prepared)
+        lesions = detector.segment(result.map, threshold)
+    else:  # a raw scan: preprocessed as the run's data were, scored on the template grid, mapped home
+        from tfuad.workflows.raw_scan import score_raw_scan
+
+        prepared = score_raw_scan(detector, item, threshold, raw, out)
+        result, lesions = prepared.result, prepared.lesions
     staged = out / f".{item.subject}.tfuad-{uuid.uuid4().hex[:8]}.tmp"
     staged.mkdir()
     try:
@@ -191,6 +197,9 @@ def _write_set(detector: Detector, item: DetectionInput, threshold: float, out: 
                   "run": os.fspath(detector.run.path.resolve()), "method": detector.method.describe(),
                   "threshold": threshold, "lesion_voxels": int(lesions.sum()), "seconds": result.seconds,
                   "outputs": dict(names)}
+        if raw is not None:  # how the scan was brought home, and the template-grid files on request
+            record.update(prepared.write(staged, names))
+            record["outputs"].update(record["template_outputs"])
         if bids:
             _bids_sidecars(staged, names, record)
         write_json(record, staged / RECORD_NAME)
@@ -215,7 +224,8 @@ def _bids_sidecars(staged: Path, names: dict, record: dict) -> None:
 def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: float | None = None,
                     percentile: float | None = None, modality: str | None = None, brain_mask=None,
                     force: bool = False, batch_size: int | None = None, log=print, shard: tuple | None = None,
-                    bids_derivatives: bool = False, **options) -> list[dict]:
+                    bids_derivatives: bool = False, raw: bool = False, template_space: bool = False,
+                    **options) -> list[dict]:
     """Score volumes with a calibrated run and write each subject's output set into ``out_dir``.
 
     A subject whose set an earlier run finished for the same input, run, method and threshold is
@@ -238,6 +248,11 @@ def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: 
         log: Receives one line per volume.
         shard: ``(K, N)``: score shard K (from 0) of N.
         bids_derivatives: Write OUT as a BIDS derivatives dataset.
+        raw: The inputs are raw scans: each is preprocessed as the run's training data were (the
+            run's ``raw_preprocess`` record), scored on the template grid, and its map and mask are
+            written on the scan's own grid (:mod:`tfuad.workflows.raw_scan`); a scan that fails is
+            named on one line and the others finish.
+        template_space: With ``raw``, also write the template-grid map, mask, image and brain mask.
         **options: Method options (MAP-TV: ``schedule``, ``max_steps``), checked against the calibration.
 
     Returns:
@@ -250,6 +265,12 @@ def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: 
     if modality and modality.lower() != trained:
         raise ConfigError(f"{detector.run.path}: model was trained on {trained!r} images, not {modality!r}")
     threshold = detector.threshold(fpr=0.05 if fpr is None and percentile is None else fpr, percentile=percentile)
+    if template_space and not raw:
+        raise ConfigError("--template-space goes with --raw (without it the inputs are on the template grid already)")
+    if raw:
+        from tfuad.workflows.raw_scan import raw_setup
+
+        raw = raw_setup(detector, template_space=template_space)  # refuse a run without the record before work
     items = detection_inputs(inputs, trained, brain_mask=brain_mask)
     if not items:
         raise DatasetError(inputs[0] if inputs else ".", "no volume to score")
@@ -266,7 +287,7 @@ def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: 
         from tfuad.data.bids import write_dataset_description
 
         write_dataset_description(out, name="tfuad anomaly maps and lesion masks", version=tfuad.__version__)
-    records = _write_all(detector, items, threshold, out, force, log, bids_derivatives)
+    records = _write_all(detector, items, threshold, out, force, log, bids_derivatives, raw or None)
     if shard is not None:
         from tfuad.data.shards import shard_label
 
@@ -287,26 +308,36 @@ def _check_bids_folders(items, modality: str) -> None:
 
 
 def _write_all(detector: Detector, items, threshold: float, out: Path, force: bool, log,
-               bids: bool = False) -> list[dict]:
+               bids: bool = False, raw=None) -> list[dict]:
     from tqdm.auto import tqdm
 
     modality = detector.config["data"]["modality"]
     for item in items:  # refuse before any work
         _claim(out / _set_layout(item, modality, bids)[0], force)
-    records = []
+    records, failed = [], []
     method = detector.method.describe()
     for item in tqdm(items, desc="volumes", unit="volume", disable=len(items) < 2):
         folder = out / _set_layout(item, modality, bids)[0]
         same = {"input": os.fspath(Path(item.image).resolve()), "run": os.fspath(detector.run.path.resolve()),
                 "brain_mask": item.brain_mask and os.fspath(Path(item.brain_mask).resolve()),
-                "method": method, "threshold": threshold}
+                "method": method, "threshold": threshold, "space": raw and raw.space}
         if _finished(folder, same):
             import json
 
             log(f"{item.image}: finished before with this run, method and threshold, not redone -> {folder}")
             records.append(json.loads((folder / RECORD_NAME).read_text()))
             continue
-        record = _write_set(detector, item, threshold, out, force, log, bids)
+        try:
+            record = _write_set(detector, item, threshold, out, force, log, bids, raw)
+        except TfuadError as err:  # --raw batches: one bad scan does not stop the others
+            if raw is None:
+                raise
+            failed.append(item.subject)
+            log(f"subject {item.subject}: {err}")
+            continue
         log(f"{item.image}: {record['lesion_voxels']} lesion voxels, {record['seconds']:.2f} s -> {folder}")
         records.append(record)
+    if failed:
+        raise DatasetError(out, f"{len(failed)} of {len(items)} scans failed (each named above: {', '.join(failed)}); "
+                           "the other sets were written")
     return records
