@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo_run
-EPOCHS ?= 8
+EPOCHS ?= 20
+MODALITY ?= flair
 
 .PHONY: setup demo test bench clean
 
@@ -18,7 +19,7 @@ $(VENV)/.installed: setup.py pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	bash scripts/demo.sh $(DEMO) $(EPOCHS)
+	bash scripts/demo.sh $(DEMO) $(EPOCHS) $(MODALITY)
 
 test: setup
 	$(BIN)/ruff check .

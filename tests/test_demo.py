@@ -8,7 +8,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from tfuad.data.demo import (
+    LESION_DESCRIPTIONS,
+    LESION_KINDS,
     MANIFEST_COLUMNS,
+    demo_lesion_types,
     make_demo_dataset,
     mni152_tissues,
     render_demo_overview,
@@ -16,7 +19,8 @@ from tfuad.data.demo import (
 from tfuad.data.layouts import read_manifest
 from tfuad.errors import ConfigError, DatasetError
 
-COUNTS = {"train": 2, "calib": 1, "test": 2}  # test000 is MS-like, test001 tumour-like
+COUNTS = {"train": 2, "calib": 1, "test": 4}  # test000..003: MS-like, tumour-like, cavity, heterotopia
+KINDS = {"sub-test000": "ms", "sub-test001": "tumour", "sub-test002": "cavity", "sub-test003": "heterotopia"}
 SHAPE = (91, 109, 91)
 
 
@@ -45,13 +49,14 @@ def test_manifest_marker_and_files(demo):
     with open(demo, newline="", encoding="utf-8") as handle:
         assert next(csv.reader(handle)) == list(MANIFEST_COLUMNS)
     rows = _rows(demo)
-    assert [r["split"] for r in rows] == ["train"] * 2 + ["calib"] + ["test"] * 2
-    assert [r["subject"] for r in rows] == [
-        "sub-train000", "sub-train001", "sub-calib000", "sub-test000", "sub-test001"]
+    assert [r["split"] for r in rows] == ["train"] * 2 + ["calib"] + ["test"] * 4
+    assert [r["subject"] for r in rows] == ["sub-train000", "sub-train001", "sub-calib000", *KINDS]
     marker = json.loads((demo.parent / "tfuad_demo.json").read_text())
-    assert marker["layout"] == "tfuad-demo" and marker["version"] == 1 and marker["seed"] == 0
+    assert marker["layout"] == "tfuad-demo" and marker["version"] == 2 and marker["seed"] == 0
     assert marker["subjects"] == COUNTS and marker["modalities"] == ["t1", "t2", "flair"]
-    assert marker["lesion_types"] == {"sub-test000": "ms", "sub-test001": "tumour"}
+    assert marker["lesion_types"] == KINDS
+    assert demo_lesion_types(demo) == KINDS == demo_lesion_types(demo.parent)
+    assert set(LESION_KINDS) == set(LESION_DESCRIPTIONS) == set(KINDS.values())
     affine = mni152_tissues().affine
     np.testing.assert_allclose(affine[:3, 3], [-90.0, -126.0, -72.0])
     for row in rows:
@@ -129,7 +134,8 @@ def test_tissue_contrast_ordering(demo):
 
 def test_lesions_inside_brain_and_visible(demo):
     white = mni152_tissues().wm > 0.8
-    for row, kind in zip([r for r in _rows(demo) if r["split"] == "test"], ("ms", "tumour")):
+    for row in [r for r in _rows(demo) if KINDS.get(r["subject"]) in ("ms", "tumour")]:
+        kind = KINDS[row["subject"]]
         seg = _load(demo, row, "lesion_mask")
         assert set(np.unique(seg)) == {0, 1}
         lesion = seg.astype(bool)
@@ -147,6 +153,70 @@ def test_lesions_inside_brain_and_visible(demo):
         assert flair[lesion].mean() > 1.2 * flair[ring].mean()
         assert t2[lesion].mean() > 1.2 * t2[ring].mean()
         assert t1[lesion].mean() < 0.9 * t1[ring].mean()
+
+
+def test_cavities_and_heterotopia_carry_intensities_found_in_healthy_brain(demo):
+    """The hard lesions carry no abnormal intensity: a cavity is as dark (FLAIR) or bright (T2) as the
+    subject's own CSF, a grey-matter nodule lies in the middle of the healthy intensity range."""
+    for row in _rows(demo):
+        kind = KINDS.get(row["subject"])
+        if kind not in ("cavity", "heterotopia"):
+            continue
+        lesion = _load(demo, row, "lesion_mask").astype(bool)
+        brain = _load(demo, row, "brain_mask").astype(bool)
+        healthy = brain & ~ndi.binary_dilation(lesion, iterations=2)
+        pieces, n = ndi.label(lesion)
+        sizes = np.bincount(pieces.ravel())[1:]
+        assert (1 if kind == "cavity" else 2) <= n <= 6 and sizes.min() >= 5 and 50 <= lesion.sum() <= 3000, sizes
+        assert (mni152_tissues().wm[lesion] > 0.3).mean() > 0.6  # in the white matter
+        core = ndi.binary_erosion(lesion) if kind == "cavity" else lesion
+        flair, t2 = _load(demo, row, "flair"), _load(demo, row, "t2")
+        # Fraction of healthy brain voxels at least as extreme as the lesion's median intensity.
+        darker = (flair[healthy] <= np.median(flair[core])).mean()
+        brighter_t2 = (t2[healthy] >= np.median(t2[core])).mean()
+        if kind == "cavity":  # dark in FLAIR, CSF-bright in T2, like the healthy CSF
+            assert 0.005 < darker < 0.1 and 0.005 < brighter_t2 < 0.1, (darker, brighter_t2)
+            ring = ndi.binary_dilation(lesion, iterations=3) & ~ndi.binary_dilation(lesion) & brain
+            assert np.median(flair[core]) < 0.5 * np.median(flair[ring])
+        else:  # grey matter: mid-range in every contrast
+            assert 0.2 < darker < 0.95 and 0.1 < brighter_t2 < 0.8, (darker, brighter_t2)
+
+
+def _healthy_percentile(manifest, modality, q=95.0):
+    """The ``q``th percentile of healthy brain voxels, each subject divided by its brain median."""
+    values = []
+    for row in _rows(manifest):
+        if row["split"] != "test":
+            brain = _load(manifest, row, "brain_mask").astype(bool)
+            image = _load(manifest, row, modality)[brain]
+            values.append(image / np.median(image))
+    return float(np.percentile(np.concatenate(values), q))
+
+
+def test_a_global_threshold_finds_the_bright_lesions_only(demo):
+    """At the healthy 95th percentile (intensity / brain median): FLAIR finds MS and tumour lesions,
+    misses every cavity voxel and finds grey-matter nodules only with many times their volume of healthy
+    cortex; in T2 the lesions are as bright as CSF: the tumour is missed, and a threshold that finds the
+    CSF-filled cavity finds all the CSF of the brain with it."""
+    found = {}
+    for modality in ("flair", "t2"):
+        threshold = _healthy_percentile(demo, modality)
+        for row in _rows(demo):
+            if row["split"] != "test":
+                continue
+            brain = _load(demo, row, "brain_mask").astype(bool)
+            lesion = _load(demo, row, "lesion_mask").astype(bool)
+            image = _load(demo, row, modality)
+            above = image / np.median(image[brain]) > threshold
+            found[modality, KINDS[row["subject"]]] = ((above & lesion).sum() / lesion.sum(),
+                                                      (above & brain & ~lesion).sum() / (above & lesion).sum()
+                                                      if (above & lesion).any() else np.inf)
+    assert found["flair", "ms"][0] > 0.8 and found["flair", "tumour"][0] > 0.8, found
+    assert found["flair", "tumour"][1] < 5, found  # a large bright lesion: mostly lesion above the threshold
+    assert found["flair", "cavity"][0] < 0.01, found
+    assert found["flair", "heterotopia"][1] > 10, found  # healthy voxels above the threshold per lesion voxel
+    assert found["t2", "tumour"][0] < 0.2, found
+    assert found["t2", "cavity"][1] > 10, found
 
 
 def test_refuses_foreign_folder_and_bad_options(tmp_path):
@@ -175,7 +245,7 @@ def test_overview_figure_shows_contrasts_and_lesion_outline(demo, tmp_path):
     out = render_demo_overview(demo, tmp_path / "fig" / "overview.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = mpimg.imread(out)[..., :3]
-    assert pixels.shape[0] > pixels.shape[1] > 300  # three rows of three panels
+    assert pixels.shape[0] > 1.5 * pixels.shape[1] > 450  # five rows (healthy, four lesion kinds) of three panels
     assert pixels.std() > 0.1
     red = (pixels[..., 0] > 0.8) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
     assert red.sum() > 50  # the lesion outlines

@@ -4,6 +4,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from tfuad.cli.main import main
@@ -83,6 +84,13 @@ def test_evaluate_writes_the_report_and_beats_chance(tmp_path, trained_run, demo
     rows = list(csv.DictReader((out / "per_subject.csv").open()))
     assert len(rows) == 4
     assert "| method | AUROC |" in (out / "summary.md").read_text()
+    # The demo dataset's report breaks the results down by lesion type (test000 MS-like, test001 tumour-like).
+    groups = {(g["group"], g["method"]): g for g in summary["by_lesion_type"]}
+    assert set(groups) == {(k, m) for k in ("ms", "tumour") for m in ("residual", "intensity")}
+    assert all(g["subjects"] == 1 and 0.0 <= g["auroc"] <= 1.0 for g in groups.values())
+    ms_row = next(r for r in rows if r["subject"] == "sub-test000" and r["method"] == "residual")
+    assert groups["ms", "residual"]["auroc"] == pytest.approx(float(ms_row["auroc"]))
+    assert "| bright: MS-like lesions | 1 | residual |" in (out / "summary.md").read_text()
     assert "intensity baseline" in result.output
     for png in ("roc_pr.png", "dice_vs_lesion_size.png", "examples.png"):
         assert (out / png).stat().st_size > 1000

@@ -5,10 +5,22 @@ templates that nilearn ships inside its package (nothing is downloaded). Each
 subject gets its own anatomy (a slight global scaling and rotation, a smooth
 random deformation and a larger or smaller ventricular system), T1-, T2- and
 FLAIR-like contrasts with per-subject tissue intensities and scanner gain, a
-smooth multiplicative bias field and Rician noise. Test subjects carry lesions:
-periventricular white-matter lesions (MS-like) or a tumour-like mass with a
-necrotic centre, a surrounding edema and mass effect. Volumes are skull-stripped
-(background exactly 0) on the 2 mm MNI grid (91 x 109 x 91).
+smooth multiplicative bias field and Rician noise. Test subjects carry one of
+four lesion types, chosen so that the data show when a normative model is
+needed and when an intensity threshold is enough:
+
+* ``ms``: periventricular white-matter lesions, bright in FLAIR and T2;
+* ``tumour``: a mass with a necrotic centre, a surrounding edema and mass
+  effect, bright in FLAIR and T2;
+* ``cavity``: fluid-filled cavities in the deep white matter (old-infarct- or
+  cyst-like) holding the subject's own CSF: dark in FLAIR, as bright as the
+  ventricles in T2, so no global threshold separates them from healthy CSF;
+* ``heterotopia``: grey-matter nodules in the periventricular white matter,
+  iso-intense to the subject's own cortex in every contrast: visible only by
+  where they are.
+
+Volumes are skull-stripped (background exactly 0) on the 2 mm MNI grid
+(91 x 109 x 91).
 
 Layout written to ``out_dir``::
 
@@ -50,13 +62,16 @@ __all__ = [
     "DEMO_SIZES",
     "MODALITIES",
     "MANIFEST_COLUMNS",
+    "LESION_KINDS",
+    "LESION_DESCRIPTIONS",
+    "demo_lesion_types",
 ]
 
 #: Value of ``"layout"`` in the marker file.
 DEMO_LAYOUT = "tfuad-demo"
 
 #: Subjects per split, ``(train, calib, test)``, of each size preset.
-DEMO_SIZES = {"small": (6, 2, 4), "large": (30, 6, 12)}
+DEMO_SIZES = {"small": (6, 2, 8), "large": (30, 6, 16)}
 
 #: The contrasts written for every subject.
 MODALITIES = ("t1", "t2", "flair")
@@ -64,11 +79,18 @@ MODALITIES = ("t1", "t2", "flair")
 #: Header of ``manifest.csv``; file paths are relative to the dataset folder.
 MANIFEST_COLUMNS = ("subject", "split", "t1", "t2", "flair", "brain_mask", "lesion_mask")
 
-_VERSION = 1
+_VERSION = 2
 _TEMPLATE_NAME = "MNI152 2009 (nilearn), 2 mm"
 _SPLITS = ("train", "calib", "test")
-#: Test subjects alternate between these lesion kinds (index 0, 2, ... are MS-like).
-_LESION_KINDS = ("ms", "tumour")
+#: Test subject ``i`` carries lesions of kind ``LESION_KINDS[i % 4]``.
+LESION_KINDS = ("ms", "tumour", "cavity", "heterotopia")
+#: What each lesion kind looks like, for tables and figures.
+LESION_DESCRIPTIONS = {
+    "ms": "bright: MS-like lesions",
+    "tumour": "bright: tumour-like mass",
+    "cavity": "dark in FLAIR, CSF-bright in T2: fluid cavity",
+    "heterotopia": "iso-intense: grey-matter nodules",
+}
 #: MS-like lesion fragments smaller than this (voxels) are removed.
 _MIN_LESION_VOXELS = 5
 _SUBJECT_DIR = re.compile(r"^sub-(train|calib|test)\d{3}$")
@@ -89,6 +111,10 @@ _LESION_MEANS = {
     "solid": {"t1": 0.48, "t2": 0.78, "flair": 0.88},
     "necrosis": {"t1": 0.24, "t2": 0.95, "flair": 0.72},
     "edema": {"t1": 0.58, "t2": 0.82, "flair": 0.98},
+    # These take a mix of the subject's own tissue intensities (weights given with the lesion):
+    # nothing but their place tells them apart.
+    "cavity": "own",
+    "heterotopia": "own",
 }
 
 
@@ -295,12 +321,65 @@ def _ms_lesions(rng, anatomy: dict) -> dict:
         fraction[box] = np.where(stronger, soft, fraction[box])
         contrast[box] = np.where(stronger, np.float32(np.exp(rng.normal(0.0, 0.06))), contrast[box])
     fraction *= wm  # the lesion replaces white matter, not the GM/CSF part of a voxel
-    label = (fraction >= 0.25) & (wm >= 0.5) & anatomy["brain"]
+    label = _without_specks((fraction >= 0.25) & (wm >= 0.5) & anatomy["brain"], fraction)
+    return {"label": label, "layers": [("ms", fraction, contrast)]}
+
+
+def _blobs(rng, anatomy: dict, region: np.ndarray, count: int, radius: tuple, roughness: float) -> np.ndarray:
+    """Soft fraction (0..1) of ``count`` rough, slightly elongated blobs centred in ``region``."""
+    shape = anatomy["brain"].shape
+    fraction = np.zeros(shape, np.float32)
+    for _ in range(count):
+        centre = _pick(rng, region)
+        radii = rng.uniform(*radius) * np.array([rng.uniform(1.0, 1.3), 1.0, rng.uniform(0.8, 1.0)])
+        box, rho = _rough_ellipsoid(rng, centre, radii, shape, 2.0 * radii.max() + 2, roughness=roughness,
+                                    grain=1.0)
+        fraction[box] = np.maximum(fraction[box], _ramp(rho, 0.35))
+    return fraction
+
+
+def _without_specks(label: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    """Drop 3D pieces of ``label`` too small to count as lesions (and their fraction, in place)."""
     pieces, _ = ndi.label(label)
     specks = np.isin(pieces, np.flatnonzero(np.bincount(pieces.ravel()) < _MIN_LESION_VOXELS))
-    fraction[specks] = 0.0  # drop border fragments too small to count as lesions
-    label &= ~specks
-    return {"label": label, "layers": [("ms", fraction, contrast)]}
+    fraction[specks] = 0.0
+    return label & ~specks
+
+
+def _cavities(rng, anatomy: dict) -> dict:
+    """One to three fluid-filled cavities in the deep white matter (old-infarct- or cyst-like).
+
+    The cavity fills a voxel with the tissue mix of a typical ventricle voxel of
+    the same subject (its median CSF fraction, the rest white matter): in FLAIR
+    it is as dark as the ventricles, in T2 as bright; only its place in the
+    white matter, far from any ventricle, makes it a lesion.
+    """
+    to_ventricle = ndi.distance_transform_edt(~anatomy["ventricles"])
+    depth = ndi.distance_transform_edt(anatomy["brain"])
+    region = (anatomy["wm"] > 0.9) & (to_ventricle > 8) & (depth > 10)
+    fraction = _blobs(rng, anatomy, region, int(rng.integers(1, 4)), (3.5, 5.5), roughness=0.1)
+    fraction *= anatomy["brain"]
+    label = _without_specks((fraction >= 0.5) & anatomy["brain"], fraction)
+    fill = float(np.median(anatomy["csf"][anatomy["ventricles"]]))
+    return {"label": label, "layers": [("cavity", fraction, {"csf": fill, "wm": 1.0 - fill})]}
+
+
+def _heterotopia(rng, anatomy: dict) -> dict:
+    """Grey-matter nodules along the ventricles (periventricular nodular heterotopia).
+
+    The nodules replace white matter with the tissue mix of a typical
+    grey-matter voxel of the same subject (its median grey-matter fraction
+    where grey matter dominates, the rest CSF), in every contrast: no
+    intensity of theirs is abnormal, their place is.
+    """
+    to_ventricle = ndi.distance_transform_edt(~anatomy["ventricles"])
+    core_wm = (anatomy["wm"] > 0.85) & anatomy["brain"]
+    region = core_wm & (to_ventricle >= 2) & (to_ventricle <= 5)
+    fraction = _blobs(rng, anatomy, region, int(rng.integers(3, 7)), (2.6, 4.0), roughness=0.12)
+    fraction *= anatomy["wm"]  # the nodules replace white matter, not the CSF or GM part of a voxel
+    label = _without_specks((fraction >= 0.4) & (anatomy["wm"] >= 0.5) & anatomy["brain"], fraction)
+    grey = float(np.median(anatomy["gm"][anatomy["gm"] > 0.5]))
+    return {"label": label, "layers": [("heterotopia", fraction, {"gm": grey, "csf": 1.0 - grey})]}
 
 
 def _mass_effect(anatomy: dict, centre, radius: float, strength: float) -> dict:
@@ -361,9 +440,12 @@ def _contrasts(rng, anatomy: dict, lesions: dict | None) -> dict:
         healthy = csf * anatomy["csf"] + gm * anatomy["gm"] + wm * anatomy["wm"]
         image = healthy.copy()
         for name, fraction, contrast in [] if lesions is None else lesions["layers"]:
-            mean = np.float32(_LESION_MEANS[name][modality] * np.exp(rng.normal(0.0, 0.04)))
-            # MS fractions replace white matter; tumour fractions replace the voxel content.
-            image += fraction * (mean * contrast - (wm if name == "ms" else healthy))
+            if isinstance(contrast, dict):  # a mix of the subject's own tissue intensities
+                value = np.float32(sum(w * {"csf": csf, "gm": gm, "wm": wm}[t] for t, w in contrast.items()))
+            else:
+                value = np.float32(_LESION_MEANS[name][modality] * np.exp(rng.normal(0.0, 0.04))) * contrast
+            # MS and heterotopia fractions replace white matter; the others replace the voxel content.
+            image += fraction * (value - (wm if name in ("ms", "heterotopia") else healthy))
         bias = np.exp(shared_bias + 0.05 * _smooth_field(rng, (3, 3, 3), shape))
         gain = float(1000.0 * np.exp(rng.normal(0.0, 0.15)))
         clean = (gain * image * texture * bias).astype(np.float32)
@@ -382,10 +464,11 @@ def _synthesise(seed: int, split: str, index: int) -> tuple[dict, np.ndarray, np
     anatomy = _subject_anatomy(rng, tpl)
     lesions = None
     if split == "test":
-        if _LESION_KINDS[index % len(_LESION_KINDS)] == "ms":
-            lesions = _ms_lesions(rng, anatomy)
-        else:
+        kind = LESION_KINDS[index % len(LESION_KINDS)]
+        if kind == "tumour":
             anatomy, lesions = _tumour(rng, anatomy)
+        else:
+            lesions = {"ms": _ms_lesions, "cavity": _cavities, "heterotopia": _heterotopia}[kind](rng, anatomy)
     images = _contrasts(rng, anatomy, lesions)
     return images, anatomy["brain"], None if lesions is None else lesions["label"]
 
@@ -445,15 +528,16 @@ def make_demo_dataset(out_dir, *, seed: int = 0, size: str = "small", n_train: i
 
     Subjects are drawn from independent random streams keyed by ``(seed, split,
     index)``, so the same seed always gives byte-identical volumes and a subject
-    does not change when the counts change. Test subjects alternate between
-    MS-like lesions (even index) and a tumour-like mass (odd index).
+    does not change when the counts change. Test subject ``i`` carries lesions
+    of kind ``LESION_KINDS[i % 4]``: MS-like, tumour-like, fluid cavities,
+    grey-matter heterotopia (recorded as ``lesion_types`` in the marker file).
 
     Args:
         out_dir: New or empty folder, or a folder holding an earlier demo dataset
             (which is replaced).
         seed: Non-negative integer seed.
-        size: ``"small"`` (6 train, 2 calib, 4 test; a few seconds) or ``"large"``
-            (30, 6, 12).
+        size: ``"small"`` (6 train, 2 calib, 8 test: two of each lesion kind; about
+            half a minute) or ``"large"`` (30, 6, 16).
         n_train, n_calib, n_test: Subject counts overriding the size preset.
         progress: Print one line per subject to stderr.
 
@@ -476,7 +560,7 @@ def make_demo_dataset(out_dir, *, seed: int = 0, size: str = "small", n_train: i
     out = Path(out_dir)
     _prepare_folder(out, {name for _, _, name in names})
     tpl = mni152_tissues()
-    kinds = {name: _LESION_KINDS[i % len(_LESION_KINDS)] for split, i, name in names if split == "test"}
+    kinds = {name: LESION_KINDS[i % len(LESION_KINDS)] for split, i, name in names if split == "test"}
     marker = {"layout": DEMO_LAYOUT, "version": _VERSION, "seed": int(seed), "size": size,
               "modalities": list(MODALITIES), "subjects": counts, "template": _TEMPLATE_NAME,
               "lesion_types": kinds}
@@ -504,15 +588,35 @@ def make_demo_dataset(out_dir, *, seed: int = 0, size: str = "small", n_train: i
     return out / MANIFEST_NAME
 
 
+def demo_lesion_types(dataset_root) -> dict:
+    """``{test subject: lesion kind}`` of the demo dataset in ``dataset_root``; empty for other datasets.
+
+    Args:
+        dataset_root: The dataset folder or its ``manifest.csv``.
+
+    Returns:
+        Lesion kinds (keys of :data:`LESION_DESCRIPTIONS`) from the marker file.
+
+    Example:
+        >>> demo_lesion_types("demo_data")["sub-test002"]          # doctest: +SKIP
+        'cavity'
+    """
+    path = Path(dataset_root)
+    marker = _demo_marker(path.parent if path.suffix == ".csv" else path) or {}
+    kinds = marker.get("lesion_types", {})
+    return {str(k): str(v) for k, v in kinds.items()} if isinstance(kinds, dict) else {}
+
+
 # --------------------------------------------------------------------------- figure
 
 
-def render_demo_overview(manifest_path, out_png, *, n_lesioned: int = 2) -> Path:
+def render_demo_overview(manifest_path, out_png, *, n_lesioned: int = 4) -> Path:
     """Draw one axial slice of every contrast for a healthy and some lesioned subjects.
 
-    Rows: the first healthy subject, then the first ``n_lesioned`` subjects with a
-    lesion mask (outlined in red) on the slice with the most lesion voxels; the
-    healthy row shows the same slice as the first lesioned row.
+    Rows: the first healthy subject, then up to ``n_lesioned`` subjects with a
+    lesion mask (outlined in red) on the slice with the most lesion voxels, the
+    first of each lesion kind before a second of any; the healthy row shows the
+    same slice as the first lesioned row.
 
     Args:
         manifest_path: ``manifest.csv`` of a demo dataset (or its folder).
@@ -533,22 +637,27 @@ def render_demo_overview(manifest_path, out_png, *, n_lesioned: int = 2) -> Path
     path = Path(manifest_path)
     dataset = read_manifest(path / MANIFEST_NAME if path.is_dir() else path)
     healthy = [s for s in dataset.subjects if s.healthy][:1]
-    lesioned = [s for s in dataset.subjects if s.lesion_mask is not None][:max(int(n_lesioned), 0)]
+    kinds = (_demo_marker(dataset.root.parent) or {}).get("lesion_types", {})
+    lesioned, rank = [], {}
+    for subject in (s for s in dataset.subjects if s.lesion_mask is not None):
+        kind = kinds.get(subject.id, subject.id)
+        rank[kind] = rank.get(kind, -1) + 1
+        lesioned.append((rank[kind], len(lesioned), subject))  # first of every kind, then second, ...
+    lesioned = [subject for *_, subject in sorted(lesioned, key=lambda t: t[:2])][:max(int(n_lesioned), 0)]
     if not healthy and not lesioned:
         raise DatasetError(path, "manifest lists no subject to draw")
-    kinds = (_demo_marker(dataset.root.parent) or {}).get("lesion_types", {})
     rows = []
     for subject in lesioned:
         volumes = [load_volume(subject.image(m)) for m in MODALITIES]
         mask = load_mask(subject.lesion_mask, volumes[0], what="lesion mask")
         z = int(np.argmax(mask.sum(axis=(0, 1))))
-        label = {"ms": "MS-like lesions", "tumour": "tumour-like mass"}.get(kinds.get(subject.id), "lesions")
-        rows.append((f"{subject.id} ({label})", volumes, mask, z))
+        label = LESION_DESCRIPTIONS.get(kinds.get(subject.id), "lesions")
+        rows.append((f"{subject.id}\n{label}", volumes, mask, z))
     for subject in healthy:
         volumes = [load_volume(subject.image(m)) for m in MODALITIES]
         z = rows[0][3] if rows else volumes[0].shape[2] // 2
         rows.insert(0, (f"{subject.id} (healthy)", volumes, None, z))
-    figure = Figure(figsize=(3 * 2.4, len(rows) * 2.75), dpi=DPI)
+    figure = Figure(figsize=(3 * 2.4, len(rows) * 2.6), dpi=DPI)
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(rows), len(MODALITIES), squeeze=False)
     for r, (title, volumes, mask, z) in enumerate(rows):

@@ -28,8 +28,9 @@ import numpy as np
 
 from tfuad.files import atomic_path
 
-__all__ = ["TABLE_COLUMNS", "MEASURE_COLUMNS", "Bootstrap", "markdown_table", "measures_table", "subject_row",
-           "method_summary", "write_rows_csv", "fmt", "TRANSFER_COLUMNS", "transfer_table"]
+__all__ = ["TABLE_COLUMNS", "MEASURE_COLUMNS", "GROUP_COLUMNS", "Bootstrap", "markdown_table", "measures_table",
+           "subject_row", "method_summary", "group_summaries", "group_table", "write_rows_csv", "fmt",
+           "TRANSFER_COLUMNS", "transfer_table"]
 
 #: Columns of the results table (README, benchmarks).
 TABLE_COLUMNS = ("method", "AUROC", "AUPRC", "Dice@p98", "DSC@1%", "DSC@5%", "DSC@10%",
@@ -37,6 +38,8 @@ TABLE_COLUMNS = ("method", "AUROC", "AUPRC", "Dice@p98", "DSC@1%", "DSC@5%", "DS
 #: Columns of the table of other measures, at the 5 % FPR limit.
 MEASURE_COLUMNS = ("method", "FPR reached (limit 5 %)", "HD95 mm", "ASSD mm", "lesion precision", "lesion recall",
                    "lesion F1", "slice AUROC", "slice AP")
+#: Columns of the table by subject group (e.g. lesion type), at the 5 % FPR limit.
+GROUP_COLUMNS = ("lesion type", "subjects", "method", "AUROC", "AUPRC", "DSC@5%", "lesion recall", "FPR reached")
 #: Columns of the table of where false positives lie, for every FPR limit.
 TRANSFER_COLUMNS = ("method", "FPR limit", "FPR reached", "far slices", "lesion slices, > 10 mm",
                     "within 10 mm of the lesion")
@@ -136,6 +139,58 @@ def transfer_table(rows) -> str:
             cells = [_with_interval(r[name].get(key), 4) for name in ("achieved_fpr", "fpr_far", "fpr_beside",
                                                                         "fpr_near")]
             lines.append("| " + " | ".join([r["label"], f"{float(key[4:]):.0%}", *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def group_summaries(rows, groups: dict, labels: dict) -> list:
+    """Per-subject means by group and method, at the 5 % FPR limit.
+
+    Args:
+        rows: Per-subject rows (:func:`subject_row`).
+        groups: ``{subject: group name}``; subjects without a group are left out.
+        labels: ``{method: row label}``, in the order the methods are reported.
+
+    Returns:
+        ``[{"group", "method", "label", "subjects", "auroc", "auprc", "dice", "lesion_recall", "fpr"}]``,
+        groups in order of first appearance, methods in the order of ``labels``.
+
+    Example:
+        >>> rows = [{"subject": "a", "method": "residual", "auroc": 0.9, "auprc": 0.5, "dice@fpr@0.05": 0.4,
+        ...          "lesion_recall@fpr@0.05": 1.0, "fpr@fpr@0.05": 0.05}]
+        >>> group_summaries(rows, {"a": "dark"}, {"residual": "residual"})[0]["dice"]
+        0.4
+    """
+    order = list(dict.fromkeys(groups[r["subject"]] for r in rows if r["subject"] in groups))
+    out = []
+    for group in order:
+        for method, label in labels.items():
+            mine = [r for r in rows if r["method"] == method and groups.get(r["subject"]) == group]
+            if not mine:
+                continue
+
+            def mean(key, mine=mine):
+                values = [float(r[key]) for r in mine if r.get(key) is not None and not math.isnan(float(r[key]))]
+                return float(np.mean(values)) if values else math.nan
+
+            out.append({"group": group, "method": method, "label": label, "subjects": len(mine),
+                        "auroc": mean("auroc"), "auprc": mean("auprc"), "dice": mean(f"dice@{MEASURE_KEY}"),
+                        "lesion_recall": mean(f"lesion_recall@{MEASURE_KEY}"), "fpr": mean(f"fpr@{MEASURE_KEY}")})
+    return out
+
+
+def group_table(summaries, descriptions: dict | None = None) -> str:
+    """Markdown table of :func:`group_summaries`: one row per group and method (means over its subjects).
+
+    Args:
+        summaries: Output of :func:`group_summaries`.
+        descriptions: ``{group: text}`` shown instead of the group name.
+    """
+    descriptions = descriptions or {}
+    lines = ["| " + " | ".join(GROUP_COLUMNS) + " |", "|" + "---|" * len(GROUP_COLUMNS)]
+    for g in summaries:
+        lines.append("| " + " | ".join([descriptions.get(g["group"], g["group"]), str(g["subjects"]), g["label"],
+                                        fmt(g["auroc"]), fmt(g["auprc"]), fmt(g["dice"]), fmt(g["lesion_recall"]),
+                                        fmt(g["fpr"], 4)]) + " |")
     return "\n".join(lines) + "\n"
 
 

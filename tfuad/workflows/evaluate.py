@@ -23,12 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tfuad.data.demo import LESION_DESCRIPTIONS, demo_lesion_types
 from tfuad.data.splits import labelled_test_subjects
 from tfuad.detection.detector import Detector
 from tfuad.errors import ConfigError
 from tfuad.files import atomic_path, ensure_writable_dir, write_json
 from tfuad.reports.tables import (
     Bootstrap,
+    group_summaries,
+    group_table,
     markdown_table,
     measures_table,
     method_summary,
@@ -41,6 +44,8 @@ __all__ = ["evaluate_run", "evaluate_folds", "calibrated_detectors"]
 
 #: The reference row added whenever the run was calibrated for it.
 REFERENCE_METHOD = "intensity"
+#: Column of the example grid holding the reference's segmentation.
+REFERENCE_COLUMN = "intensity threshold"
 
 
 def calibrated_detectors(run_dir, methods, *, include_reference: bool = True, batch_size: int | None = None,
@@ -80,8 +85,13 @@ def _check_modality(detectors: dict, modality: str | None) -> str:
     return trained
 
 
-def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, log, rows, pooled, examples):
-    """Append per-subject rows, pooled volumes per method, and example slices of the first method."""
+def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, log, rows, pooled, examples,
+                    groups: dict | None = None):
+    """Append per-subject rows, pooled volumes per method, and example slices of the first method.
+
+    With ``groups`` (``{subject: lesion type}``), the examples show one slice of the first subject of
+    every type; otherwise the slices with the most lesion voxels of the first lesioned subjects.
+    """
     from tqdm.auto import tqdm
 
     first_name = next(iter(detectors))
@@ -89,19 +99,27 @@ def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, l
     for subject in tqdm(subjects, desc="evaluating", unit="subject"):
         prep = first.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
                              lesion_mask_path=subject.lesion_mask)
+        results = {}
         for method, det in detectors.items():
             cal = det.calibration()
-            result = det.run_volume(prep)
+            result = results[method] = det.run_volume(prep)
             row = subject_row(subject.id, method, result.map, prep.lesion_mask, prep.brain_mask, cal.thresholds,
                               det.segment, slices=prep.slices.shape[0], seconds=result.seconds,
                               spacing=prep.volume.zooms)
             rows.append(row)
             for bucket, arr in zip(pooled[method], (result.map, prep.lesion_mask, prep.brain_mask)):
                 bucket.append(arr)
-            if method == first_name and len(examples) < n_examples and prep.lesion_mask.any():
-                examples.extend(_example_rows(prep, result, det, n_examples - len(examples), subject.id))
             log(f"{subject.id} [{method}]: AUROC {row['auroc']:.3f}, best Dice {row['best_dice']:.3f}, "
                 f"{result.seconds:.1f} s")
+        group = (groups or {}).get(subject.id)
+        shown = {(groups or {}).get(label.split(":")[0]) for _, label in examples}  # labels: "<subject>: ..."
+        if len(examples) < n_examples and prep.lesion_mask.any() and not (groups and group in shown):
+            reference = None
+            if first_name != REFERENCE_METHOD and REFERENCE_METHOD in detectors:
+                reference = (detectors[REFERENCE_METHOD], results[REFERENCE_METHOD])
+            name = f"{subject.id}: {group}" if groups else subject.id
+            examples.extend(_example_rows(prep, results[first_name], first, 1 if groups else
+                                          n_examples - len(examples), name, reference))
 
 
 def _summaries(detectors: dict, rows, pooled, bootstrap: Bootstrap):
@@ -135,6 +153,11 @@ def _write_report(out: Path, summary: dict, rows, curves, examples, detectors: d
                 "boundary distances (mm; subjects without a segmentation are left out), lesion-wise scores (3D "
                 "components; a lesion is found when a segmented voxel touches it), and slice-level detection "
                 "(each slice scored by the 99th percentile of its brain voxels).\n\n")
+    by_type = ""
+    if summary.get("by_lesion_type"):
+        by_type = ("\n## By lesion type (demo dataset)\n\nMeans over each type's subjects at the 5 % FPR limit; "
+                   "AUROC/AUPRC per subject over its brain voxels. Too few subjects per type for intervals.\n\n"
+                   + group_table(summary["by_lesion_type"], LESION_DESCRIPTIONS))
     transfer = ("\n## Where the false positives lie\n\nFPR reached at each limit on all non-lesion brain voxels "
                 "and by region: far slices (no lesion voxel within 3 slices, the kind of slice the calibration "
                 "sees), the other lesion-slice voxels more than 10 mm from the lesion, and within 10 mm of it. A "
@@ -142,14 +165,16 @@ def _write_report(out: Path, summary: dict, rows, curves, examples, detectors: d
                 + transfer_table(summary["methods"]))
     with atomic_path(out / "summary.md") as tmp:
         Path(tmp).write_text(header + markdown_table(summary["methods"]) + measures
-                             + measures_table(summary["methods"]) + transfer)
+                             + measures_table(summary["methods"]) + transfer + by_type)
     plot_roc_pr(curves, out / "roc_pr.png", title=f"{model}: pooled brain voxels")
     last_key = list(first.calibration().thresholds)[-1]
     plot_dice_vs_lesion_size([{**r, "dice": r[f"dice@{last_key}"]} for r in rows if r["method"] == first_name],
                              out / "dice_vs_lesion_size.png", title=f"{first.method.label}: Dice per subject")
     if examples:
-        plot_example_grid([e[0] for e in examples], out / "examples.png",
-                          columns=("input", "reconstruction", "residual", "segmentation", "ground truth"),
+        columns = ["input", "reconstruction", "residual", "segmentation", "ground truth"]
+        if all(REFERENCE_COLUMN in e[0] for e in examples):
+            columns.insert(4, REFERENCE_COLUMN)
+        plot_example_grid([e[0] for e in examples], out / "examples.png", columns=columns,
                           row_labels=[e[1] for e in examples])
     log(f"wrote {out / 'summary.md'}")
 
@@ -195,8 +220,9 @@ def evaluate_folds(folds, out_dir, *, methods=("residual",), include_intensity: 
     plans = _plans(folds, methods, include_intensity, batch_size, log, options)
     modality = _check_modality(plans[0][0], modality)
     rows, pooled, examples = [], {m: ([], [], []) for m in plans[0][0]}, []
+    lesion_types = {k: v for _, dataset in folds for k, v in demo_lesion_types(dataset.root).items()}
     for detectors, subjects in plans:
-        _score_subjects(detectors, subjects, modality, n_examples, log, rows, pooled, examples)
+        _score_subjects(detectors, subjects, modality, n_examples, log, rows, pooled, examples, lesion_types)
     bootstrap = bootstrap or Bootstrap()
     first = plans[0][0]
     summaries, curves = _summaries(first, rows, pooled, bootstrap)
@@ -209,6 +235,9 @@ def evaluate_folds(folds, out_dir, *, methods=("residual",), include_intensity: 
         "folds": len(folds), "methods": summaries, "bootstrap": bootstrap.to_dict(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if lesion_types:  # the demo dataset: where a threshold is enough and where it is not
+        labels = {method: det.method.label for method, det in first.items()}
+        summary["by_lesion_type"] = group_summaries(rows, lesion_types, labels)
     _write_report(out, summary, rows, curves, examples, first, log)
     return summary
 
@@ -232,17 +261,27 @@ def _plans(folds, methods, include_intensity, batch_size, log, options) -> list:
     return plans
 
 
-def _example_rows(prep, result, det, n, subject_id):
-    """The slices with the most lesion voxels, each row saying how many: input, estimate, map, mask, truth."""
+def _example_rows(prep, result, det, n, subject_id, reference=None):
+    """The slices with the most lesion voxels, each row saying how many: input, estimate, map, mask, truth.
+
+    ``reference``: ``(detector, result)`` of the intensity baseline, whose segmentation is added as a column.
+    """
     lesion_per_slice = prep.lesion_mask.sum(axis=(0, 1))
     order = np.argsort(-lesion_per_slice)[:n]
     estimate = result.restored if result.restored is not None else prep.slices
     recon = prep.to_volume(estimate[..., 0])
     image = prep.to_volume(prep.slices[..., 0])
-    thresholds = det.calibration().thresholds
-    key = next((k for k in thresholds if k.startswith("fpr@0.05")), next(iter(thresholds)))
-    seg = det.segment(result.map, thresholds[key])
+    segs = {"segmentation": _segment_at_5(det, result)}
+    if reference is not None:
+        segs[REFERENCE_COLUMN] = _segment_at_5(*reference)
     return [({"input": image[:, :, z], "reconstruction": recon[:, :, z], "residual": result.map[:, :, z],
-              "segmentation": seg[:, :, z], "ground truth": prep.lesion_mask[:, :, z]},
+              **{k: seg[:, :, z] for k, seg in segs.items()}, "ground truth": prep.lesion_mask[:, :, z]},
              f"{subject_id} z={z}: {int(lesion_per_slice[z])} lesion voxels") for z in sorted(order)
             if lesion_per_slice[z] > 0]
+
+
+def _segment_at_5(det, result):
+    """The segmentation at the 5 % FPR threshold (or the first calibrated one)."""
+    thresholds = det.calibration().thresholds
+    key = next((k for k in thresholds if k.startswith("fpr@0.05")), next(iter(thresholds)))
+    return det.segment(result.map, thresholds[key])
