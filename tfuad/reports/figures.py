@@ -273,7 +273,8 @@ def plot_example_grid(rows_of_slices: Sequence[Mapping], out_png,
             if i == 0:
                 ax.set_title(c, fontsize="medium", color=colours.get(c, "black"))
             if j == 0 and row_labels is not None:
-                ax.set_ylabel(str(row_labels[i]), fontsize="small")
+                # wrapped to the panel's height: a long label (subject, lesion type, slice) must not run over
+                ax.set_ylabel("\n".join(textwrap.wrap(str(row_labels[i]), 24)), fontsize="small")
     if title:
         fig.suptitle(title, fontsize="medium")
     return save_figure(fig, out)
