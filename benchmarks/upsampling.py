@@ -31,7 +31,7 @@ def _best(history_csv: Path) -> dict:
     with open(history_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     best = min(rows, key=lambda r: float(r["val_loss"]))
-    return {"epochs": len(rows), "best_epoch": int(best["epoch"]) + 1 if "epoch" in best else rows.index(best) + 1,
+    return {"epochs": len(rows), "best_epoch": int(best["epoch"]) if "epoch" in best else rows.index(best) + 1,
             "val_loss": float(best["val_loss"]), "val_l1": float(best["val_l1"]), "val_ssim": float(best["val_ssim"])}
 
 
@@ -47,27 +47,37 @@ def _validation_slices(run, dataset, modality, count: int = 3) -> np.ndarray:
     return slices[pick_slices(slices, pconfig.background_value, count)]
 
 
+def _crop_box(image, side: int):
+    """A ``side``-pixel square centred on the image's brain (its non-background pixels)."""
+    ys, xs = np.nonzero(image > image.min())
+    size = image.shape[0]
+    cy, cx = (int(ys.mean()), int(xs.mean())) if len(ys) else (size // 2, size // 2)
+    y0 = min(max(cy - side // 2, 0), size - side)
+    x0 = min(max(cx - side // 2, 0), size - side)
+    return slice(y0, y0 + side), slice(x0, x0 + side)
+
+
 def _figure(slices, recons: dict, out: Path) -> Path:
     from tfuad.canvas import axial_to_display, new_figure, save_figure
 
     rows = ["input", *recons]
     n = len(slices)
     fig = new_figure(2.2 * 2 * n, 2.3 * len(rows))
-    size = slices.shape[1]
-    crop = slice(size // 4, size // 4 + size // 4)
-    for r, name in enumerate(rows):
-        images = slices if name == "input" else recons[name]
-        for c in range(n):
-            image = images[c, ..., 0]
-            for k, view in enumerate((image, image[crop, crop])):
+    side = slices.shape[1] // 4
+    for c in range(n):
+        box = _crop_box(slices[c, ..., 0], side)
+        lo, hi = np.percentile(slices[c, ..., 0], [0.5, 99.5])   # one grey window per column: the input's
+        for r, name in enumerate(rows):
+            image = (slices if name == "input" else recons[name])[c, ..., 0]
+            for k, view in enumerate((image, image[box])):
                 ax = fig.add_subplot(len(rows), 2 * n, r * 2 * n + 2 * c + k + 1)
-                ax.imshow(axial_to_display(view), cmap="gray", interpolation="nearest")
+                ax.imshow(axial_to_display(view), cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if c == 0 and k == 0:
                     ax.set_ylabel(name if name == "input" else f"{name}\nreconstruction")
                 if r == 0:
-                    ax.set_title("slice" if k == 0 else "crop ×4", fontsize=9)
+                    ax.set_title("slice" if k == 0 else "brain centre ×4", fontsize=9)
     fig.suptitle("Decoder up-sampling: the same healthy validation slices, same data, seed and epochs")
     return save_figure(fig, out)
 
