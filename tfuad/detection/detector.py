@@ -133,8 +133,8 @@ class Detector:
         if calibration.postprocess and calibration.postprocess != self.postprocess.to_dict():
             raise ConfigError(f"{path}: calibrated with post-processing {calibration.postprocess}, "
                               f"but detection uses {self.postprocess.to_dict()}; calibrate again")
-        if self.model is not None and calibration.weights != self.run.weights_fingerprint():
-            why = "has no weights fingerprint" if calibration.weights is None else "was made for other weights"
+        why = self.run.stale_calibration(self.name, weighted=self.model is not None)
+        if why is not None:
             raise ConfigError(f"{path}: {why} (the model has changed since, e.g. trained further); "
                               f"{self._recalibrate_hint()}")
         self.method.configure(calibration.extra, source=path)

@@ -89,6 +89,27 @@ class RunDir:
             raise ConfigError(f"{self.path}: {setting!r} cannot name a calibration curve")
         return self.path / f"{setting}_curve.png"
 
+    def stale_calibration(self, method: str, *, weighted: bool = True) -> str | None:
+        """Why the calibration of ``method`` cannot be used now, or ``None`` when it can.
+
+        Args:
+            method: The scoring method.
+            weighted: Whether the method's maps depend on the weights (all but the intensity baseline):
+                then the calibration must carry the fingerprint of the current ``model.keras``.
+
+        Returns:
+            ``None``, ``"is missing"``, ``"has no weights fingerprint"`` or ``"was made for other weights"``.
+        """
+        path = self.calibration_path(method)
+        if not path.is_file():
+            return "is missing"
+        if not weighted:
+            return None
+        weights = read_json(path).get("weights")
+        if weights is None:
+            return "has no weights fingerprint"
+        return None if weights == self.weights_fingerprint() else "was made for other weights"
+
     def weights_fingerprint(self) -> str:
         """SHA-256 of ``model.keras``: calibrations store it and are refused once the weights change."""
         import hashlib

@@ -51,11 +51,9 @@ def _record_folds(out: Path, folds, settings: dict) -> None:
 
 def _calibrated(run: RunDir, method: str) -> bool:
     """Whether the run holds a calibration of ``method`` made for its current weights."""
-    path = run.calibration_path(method)
-    if not path.is_file():
-        return False
-    weights = read_json(path).get("weights")
-    return method == "intensity" or weights == run.weights_fingerprint()
+    from tfuad.detection.methods import get_method
+
+    return run.stale_calibration(method, weighted=get_method(method).needs is not None) is None
 
 
 def _train_and_calibrate(run: RunDir, fold, config, methods, calibration: dict, log) -> None:
