@@ -231,8 +231,10 @@ def main(argv=None):
     parser.add_argument("--schedule", default="fast", choices=("paper", "fast"), help="MAP-TV schedule")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="step limit of the MAP-TV schedule (default: its own; the README tables use 50)")
-    parser.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=False,
-                        help="histogram standardisation learned on the training subjects (default off)")
+    parser.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
+                        help="histogram standardisation learned on each fold's training subjects (default on: "
+                             "raw BraTS intensities differ by scanner, and fixed z-score statistics do not "
+                             "transfer without it)")
     parser.add_argument("--rows", default=None,
                         help=f"comma-separated model keys (default: all): {','.join(RUN_ORDER)}")
     parser.add_argument("--positive", action="store_true",
