@@ -60,8 +60,12 @@ def command(inputs, out_dir, modality, template, resolution, steps, registration
     grid, histogram standardisation, normalisation. Lesion masks follow the
     spatial steps (nearest neighbour). Writes OUT/<subject>/ (volume, brain
     mask, lesion mask, preprocess.json), OUT/qc/<subject>.png,
-    OUT/qc_montage.png and OUT/manifest.csv. A subject that fails is reported on
-    one line and skipped; the exit code is then 1. A subject an earlier run
+    OUT/qc_montage.png, OUT/qc.csv and OUT/manifest.csv. A subject that fails is
+    reported on one line and skipped; the exit code is then 1. Every registered
+    subject gets a QC score (correlation with the template, brain mask against
+    the head); one that fails QC is still written but marked qc=fail in the
+    manifest (training leaves it out unless --include-failed-qc), framed in red
+    in the montage and listed at the end. A subject an earlier run
     finished with the same settings is not redone (except with
     --standardize-fit). INPUT may also be a folder holding one DICOM series.
 
@@ -97,6 +101,11 @@ def command(inputs, out_dir, modality, template, resolution, steps, registration
                + (f" ({len(result.skipped)} finished before)" if result.skipped else "")
                + (f"; wrote {result.manifest}" if result.manifest else "")
                + (f"; wrote {result.shard_record}" if result.shard_record else ""))
+    if result.qc_failed:
+        click.echo(f"{len(result.qc_failed)} failed registration QC (marked qc=fail in the manifest, left out of "
+                   "training unless --include-failed-qc):", err=True)
+        for subject, line in sorted(result.qc_failed.items()):
+            click.echo(f"  {subject}: {line}", err=True)
     if result.failed:
         click.echo(f"{len(result.failed)} failed: {', '.join(sorted(result.failed))}", err=True)
         sys.exit(1)

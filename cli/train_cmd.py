@@ -21,10 +21,13 @@ from tfuad.models import MODEL_NAMES
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last completed epoch (its stored settings are used, "
                    "--epochs is the new cap; MODEL must be the run's).")
+@click.option("--include-failed-qc", is_flag=True,
+              help="Also train on manifest rows marked qc=fail (a registration that failed tfuad preprocess's "
+                   "quality control); by default they are left out and named.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the tfuad run in --out (only tfuad's files are removed; a folder that is not a "
                    "tfuad run, or a symbolic link, is refused).")
-def train(model, data_path, run_dir, protocol, strategy, resume, overwrite, **params):
+def train(model, data_path, run_dir, protocol, strategy, resume, include_failed_qc, overwrite, **params):
     """Train MODEL on the healthy slices of a dataset's training subjects.
 
     \b
@@ -48,7 +51,10 @@ def train(model, data_path, run_dir, protocol, strategy, resume, overwrite, **pa
     from tfuad.data.layouts import discover
     from tfuad.training import train as run_training
 
-    dataset = discover(data_path)
+    dataset = discover(data_path, include_failed_qc=include_failed_qc)
+    if dataset.left_out:
+        click.echo(f"left out {len(dataset.left_out)} subject(s) that failed registration QC "
+                   f"(--include-failed-qc to train on them): {', '.join(dataset.left_out)}")
     if protocol:
         dataset = dataset.with_protocol(protocol)
     config = train_config(model, params, strategy=strategy)

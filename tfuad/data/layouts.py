@@ -95,7 +95,7 @@ _MSLUB_MASK = re.compile(r"^GOLD_STANDARD_.+" + _NII + "$", re.IGNORECASE)
 _IXI_FILE = re.compile(r"^(IXI\d+-[A-Za-z]+-\d+)[-_]([A-Za-z0-9]+)(?:[-_].*)?" + _NII + "$")
 _IXI_KEPT = ("t1", "t2", "pd")
 _MODALITY_ALIASES = {"t1post": "t1ce"}
-_MANIFEST_FIELDS = ("subject", "split", "brain_mask", "lesion_mask", "healthy")
+_MANIFEST_FIELDS = ("subject", "split", "brain_mask", "lesion_mask", "healthy", "qc")
 _TRUE = ("1", "true", "yes", "y")
 _FALSE = ("0", "false", "no", "n")
 _LOOKED_FOR = (
@@ -212,6 +212,9 @@ class Dataset:
         root: The dataset folder, or the manifest file for manifest layouts.
         layout: One of :data:`LAYOUTS`.
         subjects: The subjects, with unique ids.
+        left_out: Ids of manifest rows whose ``qc`` column says ``fail`` (a registration that
+            failed ``tfuad preprocess``'s quality control), left out of ``subjects`` unless
+            :func:`discover` was asked to include them.
 
     Example:
         >>> ds = discover("data/brats18")                           # doctest: +SKIP
@@ -221,6 +224,7 @@ class Dataset:
     root: Path
     layout: str
     subjects: list[Subject]
+    left_out: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         seen = set()
@@ -448,8 +452,8 @@ def _manifest_file(cell: str, column: str, csv_path: Path, line: int) -> Path | 
     return path
 
 
-def _read_manifest(csv_path: Path, demo: bool) -> Dataset:
-    subjects, first_line = [], {}
+def _read_manifest(csv_path: Path, demo: bool, include_failed_qc: bool = False) -> Dataset:
+    subjects, first_line, left_out = [], {}, []
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
@@ -471,6 +475,9 @@ def _read_manifest(csv_path: Path, demo: bool) -> Dataset:
                         csv_path, f"line {line}: duplicate subject id {sid!r} (first on line {first_line[sid]})"
                     )
                 first_line[sid] = line
+                if cells.get("qc", "").strip().lower() == "fail" and not include_failed_qc:
+                    left_out.append(sid)
+                    continue
                 split = cells.get("split", "").strip().lower() or None
                 if split is not None and split not in SPLITS:
                     raise DatasetError(
@@ -505,16 +512,18 @@ def _read_manifest(csv_path: Path, demo: bool) -> Dataset:
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DatasetError(csv_path, f"cannot read the manifest ({err})") from None
     if not subjects:
-        raise DatasetError(csv_path, "manifest lists no subject")
+        failed = f" (all {len(left_out)} failed quality control; include them on request)" if left_out else ""
+        raise DatasetError(csv_path, "manifest lists no subject" + failed)
     subjects.sort(key=lambda s: s.id)
-    return Dataset(csv_path, "tfuad-demo" if demo else "manifest", subjects)
+    return Dataset(csv_path, "tfuad-demo" if demo else "manifest", subjects, sorted(left_out))
 
 
 def read_manifest(csv_path) -> Dataset:
     """Read a manifest CSV file.
 
     Columns: ``subject`` (required), ``split``, ``brain_mask``, ``lesion_mask`` and
-    ``healthy`` (``1/0``, ``true/false``, ``yes/no``) are optional; every other
+    ``healthy`` (``1/0``, ``true/false``, ``yes/no``) and ``qc`` (``pass``/``fail``, written by
+    ``tfuad preprocess``; ``fail`` rows are left out, see :func:`discover`) are optional; every other
     column is a modality (lower-cased, ``T1POST`` read as ``t1ce``). Paths are
     relative to the CSV's folder or absolute; an empty cell means missing.
     ``healthy`` defaults to False, except in the demo layout (a ``tfuad_demo.json``
@@ -546,13 +555,15 @@ def read_manifest(csv_path) -> Dataset:
     return _read_manifest(path, _is_demo(path))
 
 
-def discover(path, *, layout: str | None = None) -> Dataset:
+def discover(path, *, layout: str | None = None, include_failed_qc: bool = False) -> Dataset:
     """Find the subjects of a dataset folder or a manifest CSV file.
 
     Args:
         path: A dataset folder (BraTS root or case, MSLUB root or patient, IXI
             folder, folder with ``manifest.csv``) or a manifest ``.csv`` file.
         layout: Force one of :data:`LAYOUTS` instead of detecting it.
+        include_failed_qc: Keep manifest rows whose ``qc`` is ``fail`` (by default they are
+            left out and named in :attr:`Dataset.left_out`).
 
     Returns:
         A :class:`Dataset` with subjects sorted by id.
@@ -577,13 +588,14 @@ def discover(path, *, layout: str | None = None) -> Dataset:
             raise DatasetError(root, f"not a dataset folder nor a manifest .csv file; {_LOOKED_FOR}")
         if layout in _FOLDER_READERS:
             raise DatasetError(root, f"is a manifest file, not a {layout} dataset folder")
-        return _read_manifest(root, _is_demo(root) if layout is None else layout == "tfuad-demo")
+        return _read_manifest(root, _is_demo(root) if layout is None else layout == "tfuad-demo", include_failed_qc)
     if not root.is_dir():
         raise DatasetError(root, f"does not exist; expected a dataset folder or a manifest .csv file; {_LOOKED_FOR}")
 
     manifest = root / MANIFEST_NAME
     if layout in (None, "manifest", "tfuad-demo") and manifest.is_file():
-        return _read_manifest(manifest, _is_demo(manifest) if layout is None else layout == "tfuad-demo")
+        return _read_manifest(manifest, _is_demo(manifest) if layout is None else layout == "tfuad-demo",
+                              include_failed_qc)
     if layout in ("manifest", "tfuad-demo"):
         raise DatasetError(root, f"no {MANIFEST_NAME} in this folder (layout {layout!r} was asked)")
     for name in [layout] if layout else _FOLDER_READERS:

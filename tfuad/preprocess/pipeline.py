@@ -18,7 +18,8 @@ Steps, in this order, each optional (:data:`STEPS`):
 Lesion and brain masks follow the same spatial transforms with nearest-neighbour
 interpolation. Output folder::
 
-    manifest.csv                   subject, <modality>, brain_mask, lesion_mask, split, healthy
+    manifest.csv                   subject, <modality>, brain_mask, lesion_mask, split, healthy, qc
+    qc.csv                         every registered subject's QC scores and pass/fail
     standardizer.json              with standardisation
     <subject>/<subject>_<modality>.nii.gz, <subject>_brainmask.nii.gz, <subject>_seg.nii.gz
     <subject>/preprocess.json      every step, its parameters, the transform, versions, timings
@@ -27,6 +28,13 @@ interpolation. Output folder::
 Subjects run in two phases (spatial steps, then intensity steps once a
 standardiser is fitted on the whole batch), each over a process pool. A subject
 that fails is reported on one line and left out; the others finish.
+
+Every registered subject gets an automatic quality score once on the template
+grid (:func:`tfuad.preprocess.qc.registration_qc`): a subject that fails it is
+still written, but marked ``fail`` in the manifest's ``qc`` column (which
+:func:`tfuad.data.layouts.discover`, and so training, leaves out unless asked),
+in ``qc.csv`` and by a red frame in the montage, and listed in
+:attr:`BatchResult.qc_failed`.
 
 Example:
     >>> options = PreprocessOptions(modality="t1", standardize="fit")          # doctest: +SKIP
@@ -170,6 +178,7 @@ class BatchResult:
         skipped: Subjects already finished by an earlier run with the same settings (their records are
             in ``done`` too).
         shard_record: Path of the shard's record (``shards/shard-K-of-N.json``), or None.
+        qc_failed: Subject -> one line of its registration QC, for the subjects that failed it.
     """
 
     done: dict = field(default_factory=dict)
@@ -178,6 +187,7 @@ class BatchResult:
     seconds: float = 0.0
     skipped: list = field(default_factory=list)
     shard_record: Path | None = None
+    qc_failed: dict = field(default_factory=dict)
 
 
 def jobs_from_inputs(inputs, modality: str) -> list:
@@ -240,10 +250,11 @@ def _spatial(job: Job, options: PreprocessOptions, out_dir: Path) -> dict:
     volume, brain, lesion, record = _load_subject(job, options)
     image = _correct_intensities(to_sitk(volume.data, volume.affine), brain, volume.affine, options, record)
     template = load_template(options.resolution, options.template)
-    transform = _register(image, template, options, record)
+    transform = _register(image, template, options, record, whole_head=_whole_head(job, options))
     data, brain, lesion, write_affine = _resample(image, brain, lesion, volume.affine, template, transform, options,
                                                   record)
     brain = _extract(data, brain, image, template, transform, job, options, record)
+    record["qc"] = _registration_qc(data, brain, template, job, options, record)
     record["outputs"] = _write_spatial(out_dir, job, options, volume, data, brain, lesion, write_affine)
     record["seconds_spatial"] = round(time.perf_counter() - start, 3)
     return record
@@ -291,8 +302,13 @@ def _correct_intensities(image, brain, affine, options: PreprocessOptions, recor
     return image
 
 
-def _register(image, template, options: PreprocessOptions, record: dict):
-    """The transform to the template (``None`` without the register step)."""
+def _whole_head(job: Job, options: PreprocessOptions) -> bool:
+    """Whether the subject is a whole-head scan: its brain mask comes from the template (``extract``)."""
+    return "extract" in options.steps and not job.brain_mask
+
+
+def _register(image, template, options: PreprocessOptions, record: dict, *, whole_head: bool = False):
+    """The transform to the template (``None`` without the register step); a whole head loses its scalp first."""
     from tfuad.preprocess import registration
     from tfuad.preprocess.io import to_sitk
 
@@ -300,7 +316,8 @@ def _register(image, template, options: PreprocessOptions, record: dict):
         return None
     transform, info = registration.register(image, to_sitk(template.image, template.affine),
                                             to_sitk(template.mask, template.affine), kind=options.registration,
-                                            sampling=options.sampling, seed=options.seed)
+                                            sampling=options.sampling, seed=options.seed,
+                                            scalp_mm=registration.SCALP_MM if whole_head else 0.0)
     info["transform"] = registration.transform_record(transform)
     record["steps"].append({"name": "register", "template": f"{template.name} {template.resolution} mm", **info})
     return transform
@@ -351,6 +368,22 @@ def _extract(data, brain, image, template, transform, job: Job, options: Preproc
     if not brain.any():
         raise DataError(job.image, "brain mask is empty after resampling")
     return brain
+
+
+def _registration_qc(data, brain, template, job: Job, options: PreprocessOptions, record: dict) -> dict | None:
+    """The registration's QC scores on the template grid (None without registration and resampling).
+
+    The head-agreement scores apply when the brain mask is the template's carried over onto a scan the
+    registration found to be a whole head (it then also registered it without the scalp).
+    """
+    from tfuad.preprocess.qc import registration_qc
+
+    if "register" not in options.steps or "resample" not in options.steps:
+        return None
+    step = next((s for s in record["steps"] if s.get("name") == "register"), {})
+    whole_head = _whole_head(job, options) and float(step.get("scalp_mm") or 0.0) > 0
+    return registration_qc(data, brain, template.image, template.mask, whole_head=whole_head,
+                           voxel_mm=float(template.resolution))
 
 
 def _write_spatial(out_dir: Path, job: Job, options: PreprocessOptions, volume, data, brain, lesion,
@@ -413,7 +446,9 @@ def _intensity(record: dict, options: PreprocessOptions, out_dir: Path, standard
     lesion = None
     if "lesion_mask" in record["outputs"]:
         lesion = load_mask(paths["lesion_mask"], volume, what="lesion mask", require_nonempty=False)
-    plot_subject_qc(data, brain, paths["qc"], lesion=lesion, title=record["subject"])
+    failed_qc = record.get("qc") is not None and not record["qc"]["pass"]
+    plot_subject_qc(data, brain, paths["qc"], lesion=lesion, failed=failed_qc,
+                    title=record["subject"] + (" (registration QC: fail)" if failed_qc else ""))
     record["outputs"]["qc"] = os.path.relpath(paths["qc"], paths["record"].parent)
     record["seconds_intensity"] = round(time.perf_counter() - start, 3)
     record["seconds"] = round(record["seconds_spatial"] + record["seconds_intensity"], 3)
@@ -496,7 +531,7 @@ def _assign_splits(jobs: list, options: PreprocessOptions) -> dict:
 def _write_manifest(out_dir: Path, records: dict, jobs: dict, splits: dict, modality: str) -> Path:
     from tfuad.data.layouts import MANIFEST_NAME
 
-    columns = ["subject", modality, "brain_mask", "lesion_mask", "split", "healthy"]
+    columns = ["subject", modality, "brain_mask", "lesion_mask", "split", "healthy", "qc"]
     rows = []
     for subject in sorted(records):
         out = records[subject]["outputs"]
@@ -505,11 +540,39 @@ def _write_manifest(out_dir: Path, records: dict, jobs: dict, splits: dict, moda
                      "brain_mask": f"{subject}/{out['brain_mask']}",
                      "lesion_mask": f"{subject}/{out['lesion_mask']}" if "lesion_mask" in out else "",
                      "split": splits.get(subject) or "",
-                     "healthy": "" if job.healthy is None else ("1" if job.healthy else "0")})
+                     "healthy": "" if job.healthy is None else ("1" if job.healthy else "0"),
+                     "qc": _qc_word(records[subject].get("qc"))})
     path = out_dir / MANIFEST_NAME
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
+
+def _qc_word(qc) -> str:
+    return "" if qc is None else ("pass" if qc["pass"] else "fail")
+
+
+def _write_qc_table(out_dir: Path, records: dict) -> Path | None:
+    """``qc.csv``: each registered subject's QC scores, thresholds and pass/fail (None without any)."""
+    rows = []
+    for subject in sorted(records):
+        qc = records[subject].get("qc")
+        if qc is not None:
+            rows.append({"subject": subject, "qc": _qc_word(qc),
+                         **{k: "" if qc[k] is None else qc[k]
+                            for k in ("similarity", "brain_outside_head", "brain_near_surface")},
+                         "failed": " ".join(qc["failed"]),
+                         "thresholds": " ".join(f"{k}={v}" for k, v in qc["thresholds"].items()),
+                         "seconds": records[subject].get("seconds", "")})
+    if not rows:
+        return None
+    path = out_dir / "qc.csv"
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
     return path
@@ -622,7 +685,7 @@ def run_batch(jobs: list, out_dir, options: PreprocessOptions, *, workers: int =
         ConfigError: bad options, or every subject failed before a standardiser could be fitted, or
             a shard asked to fit a standardiser (a fit must see the whole cohort).
     """
-    from tfuad.preprocess.qc import plot_montage
+    from tfuad.preprocess.qc import plot_montage, qc_summary
 
     if shard is not None and options.standardize == "fit":
         raise ConfigError("--standardize-fit learns from the whole batch and cannot run in shards: fit it on the "
@@ -670,10 +733,12 @@ def run_batch(jobs: list, out_dir, options: PreprocessOptions, *, workers: int =
     _note_split(finished, by_id, splits, out_dir, options)
     records = dict(sorted({**records, **finished}.items()))
     result.done = records
+    result.qc_failed = {s: qc_summary(r["qc"]) for s, r in records.items() if r.get("qc") and not r["qc"]["pass"]}
     if records and shard is None:
         result.manifest = _write_manifest(out_dir, records, by_id, splits, options.modality)
+        _write_qc_table(out_dir, records)
         plot_montage([(s, _out_paths(out_dir, s, options.modality)) for s in sorted(records)],
-                     out_dir / "qc_montage.png")
+                     out_dir / "qc_montage.png", failed=set(result.qc_failed))
     result.seconds = round(time.perf_counter() - start, 3)
     if shard is not None:
         result.shard_record = _write_shard_record(out_dir, shard, cohort, jobs, result, options)

@@ -6,6 +6,14 @@ metric on a random fraction of the voxels, which keeps it to seconds per
 subject at 2 mm. A rigid stage started from the images' centres of mass is
 followed by an affine stage started from the rigid result.
 
+The template is brain only. A whole-head scan is registered twice: as it is, and
+without its scalp (:func:`strip_scalp`: the voxels less than :data:`SCALP_MM`
+below the head's surface set to 0), so the bright rim of the scalp cannot be
+matched to the template's brain outline (matched so, the head is shrunk into
+the brain mask, which is how registration failed on several IXI scans); the
+result whose whole image correlates better with the template inside its brain
+mask is kept.
+
 Transforms map template (fixed) points to subject (moving) points, as ITK
 resampling needs them; :func:`transform_record` writes them as plain numbers,
 also as a 4x4 RAS matrix from template to subject world coordinates.
@@ -20,14 +28,23 @@ import time
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
-from tfuad.errors import ConfigError
+from tfuad.errors import ArrayError, ConfigError
 from tfuad.preprocess.io import RAS_TO_LPS, from_sitk
 
-__all__ = ["register", "resample", "transform_record", "transform_from_record", "KINDS", "INTERPOLATORS"]
+__all__ = ["register", "head_mask", "strip_scalp", "resample", "transform_record", "transform_from_record", "KINDS",
+           "INTERPOLATORS", "SCALP_MM", "WHOLE_HEAD_RATIO"]
 
 #: Registration models, each stage of the previous one plus more degrees of freedom.
 KINDS = ("rigid", "affine")
+#: Depth (mm) below a whole-head scan's surface that :func:`strip_scalp` removes before registration:
+#: the scalp and most of the skull (together 10 to 15 mm over the adult cranial vault), not the brain.
+SCALP_MM = 8.0
+#: A scan whose head (:func:`head_mask`) is less than this many times the template's brain volume is
+#: taken as skull-stripped, and keeps its outer layer: the 40 IXI heads (with some neck) are 1.76 to
+#: 2.99 times the MNI152 brain, skull-stripped demo and BraTS brains 0.66 to 1.14 times.
+WHOLE_HEAD_RATIO = 1.45
 #: Interpolation names accepted by :func:`resample`.
 INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
 
@@ -55,7 +72,7 @@ def _stage(fixed, moving, transform, *, shrink, smoothing, sampling, iterations,
 
 def register(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | None = None, *,
              kind: str = "affine", shrink=(4, 2, 1), smoothing=(2.0, 1.0, 0.0), sampling: float = 0.1,
-             iterations: int = 200, seed: int = 0, margin: float = 8.0) -> tuple:
+             iterations: int = 200, seed: int = 0, margin: float = 8.0, scalp_mm: float = 0.0) -> tuple:
     """Register ``moving`` (a subject) to ``fixed`` (the template).
 
     The subject is first brought to the template's voxel size (Gaussian
@@ -79,6 +96,11 @@ def register(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | Non
         iterations: Most regular-step gradient-descent iterations per level.
         seed: Seed of the voxel sampling (same seed, same result).
         margin: Twice the dilation (mm) of the template brain mask in the rigid stage.
+        scalp_mm: For a whole-head ``moving`` scan, also register it without the layer this deep (mm)
+            below its surface (:func:`strip_scalp`; :data:`SCALP_MM` suits adult heads) and keep the
+            better of the two by correlation with the template; 0: the image as it is only. With a
+            template brain mask, a scan whose head is smaller than :data:`WHOLE_HEAD_RATIO` times the
+            template brain is taken as skull-stripped and registered as it is.
 
     Returns:
         ``(transform, record)``: an ``sitk.Transform`` mapping template points
@@ -95,29 +117,60 @@ def register(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | Non
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown registration {kind!r}; choose one of: {', '.join(KINDS)}")
-    if len(shrink) != len(smoothing) or not 0.0 < sampling <= 1.0:
-        raise ConfigError("registration needs one smoothing sigma per shrink factor and 0 < sampling <= 1")
+    if len(shrink) != len(smoothing) or not 0.0 < sampling <= 1.0 or scalp_mm < 0:
+        raise ConfigError("registration needs one smoothing sigma per shrink factor, 0 < sampling <= 1 "
+                          "and scalp_mm >= 0")
     start = time.perf_counter()
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
     moving = _coarsen(sitk.Cast(moving, sitk.sitkFloat32), min(fixed.GetSpacing()))
+    head_ratio = None
+    if scalp_mm > 0 and fixed_mask is not None:
+        head_ratio = _volume(head_mask(from_sitk(moving)[0]), moving) / _volume(fixed_mask > 0, fixed)
+        if head_ratio < WHOLE_HEAD_RATIO:
+            scalp_mm = 0.0
     settings = dict(shrink=tuple(int(s) for s in shrink), smoothing=tuple(float(s) for s in smoothing),
                     sampling=float(sampling), iterations=int(iterations), seed=int(seed))
     metric_mask = None if fixed_mask is None else _dilate(fixed_mask, margin / 2.0)
     brain = None if fixed_mask is None else sitk.Cast(fixed_mask > 0, sitk.sitkUInt8)
-    candidates = []
-    for name, transform in _rigid_starts(fixed, moving).items():
-        stages = {"rigid": {**_stage(fixed, moving, transform, fixed_mask=metric_mask, **settings), "start": name}}
-        if kind == "affine":
-            transform = _as_affine(transform)
-            stages["affine"] = _stage(fixed, moving, transform, fixed_mask=brain, **settings)
-        candidates.append((_metric(fixed, moving, transform, brain), name, transform, stages))
-    score, name, transform, stages = min(candidates, key=lambda c: c[0])
+    variants = {"whole": moving}
+    if scalp_mm > 0:
+        variants["scalp removed"] = strip_scalp(moving, scalp_mm)
+    results = {}
+    for variant, image in variants.items():
+        candidates = []
+        for name, transform in _rigid_starts(fixed, image).items():
+            stages = {"rigid": {**_stage(fixed, image, transform, fixed_mask=metric_mask, **settings), "start": name}}
+            if kind == "affine":
+                transform = _as_affine(transform)
+                stages["affine"] = _stage(fixed, image, transform, fixed_mask=brain, **settings)
+            candidates.append((_metric(fixed, image, transform, brain), name, transform, stages))
+        best = min(candidates, key=lambda c: c[0])
+        correlation = _correlation(fixed, moving, best[2], brain) if len(variants) > 1 else None
+        results[variant] = (correlation, best, {c[1]: round(c[0], 5) for c in candidates})
+    variant = max(results, key=lambda v: -np.inf if results[v][0] is None else results[v][0])
+    _, (score, name, transform, stages), starts = results[variant]
     record = {"kind": kind, "metric": "mattes_mutual_information", "bins": 32, **settings,
-              "template_mask": fixed_mask is not None, "margin_mm": float(margin),
+              "template_mask": fixed_mask is not None, "margin_mm": float(margin), "scalp_mm": float(scalp_mm),
+              "head_to_template_brain": None if head_ratio is None else round(float(head_ratio), 3),
+              "image": variant,
+              "correlations": {v: None if r[0] is None else round(r[0], 4) for v, r in results.items()},
               "registered_at_mm": list(moving.GetSpacing()), "start": name, "stages": stages,
-              "final_metric": score, "starts": {c[1]: round(c[0], 5) for c in candidates},
-              "seconds": round(time.perf_counter() - start, 3)}
+              "final_metric": score, "starts": starts, "seconds": round(time.perf_counter() - start, 3)}
     return transform, record
+
+
+def _correlation(fixed, moving, transform, mask) -> float:
+    """Pearson correlation of ``moving`` through ``transform`` with ``fixed`` inside ``mask`` (higher is better)."""
+    on_fixed = sitk.GetArrayViewFromImage(resample(moving, fixed, transform)).ravel()
+    inside = sitk.GetArrayViewFromImage(mask).ravel() > 0 if mask is not None else slice(None)
+    a, b = on_fixed[inside].astype(float), sitk.GetArrayViewFromImage(fixed).ravel()[inside].astype(float)
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else -1.0
+
+
+def _volume(mask, image: sitk.Image) -> float:
+    """Volume (mm^3) of a binary mask: an ``sitk.Image``, or an array on ``image``'s grid."""
+    count = float(np.count_nonzero(sitk.GetArrayViewFromImage(mask) if isinstance(mask, sitk.Image) else mask))
+    return count * float(np.prod(image.GetSpacing()))
 
 
 def _metric(fixed, moving, transform, mask) -> float:
@@ -182,6 +235,80 @@ def _rigid_starts(fixed: sitk.Image, moving: sitk.Image) -> dict:
     crown.SetCenter(tuple(float(v) for v in fixed_centre))
     crown.SetTranslation(tuple(float(v) for v in moving_centre - fixed_centre))
     return {"centres of mass": moments, "crown": crown}
+
+
+def _otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a 1D sample (the level that best splits it in two classes)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    weight = np.cumsum(hist).astype(float)
+    total = np.cumsum(hist * centres)
+    below = total / np.maximum(weight, 1.0)
+    above = (total[-1] - total) / np.maximum(weight[-1] - weight, 1.0)
+    return float(centres[int(np.argmax(weight * (weight[-1] - weight) * (below - above) ** 2))])
+
+
+def head_mask(image) -> np.ndarray:
+    """The head (foreground) of a whole-head scan: tissue against air, holes filled.
+
+    Voxels above half the Otsu threshold of the volume, closed (2 iterations),
+    with holes filled in every axial slice and in 3D, so the dark skull and
+    CSF inside the head count as head.
+
+    Args:
+        image: 3D image (canonical RAS+ order), air dark.
+
+    Returns:
+        3D boolean mask.
+
+    Example:
+        >>> img = np.zeros((30, 30, 30)); img[5:25, 5:25, 5:25] = 100.0; img[10:20, 10:20, 10:20] = 1.0
+        >>> int(head_mask(img).sum())
+        8000
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ArrayError(f"expected a 3D image, got shape {image.shape}")
+    finite = image[np.isfinite(image)]
+    if finite.size == 0 or finite.max() <= finite.min():
+        return np.zeros(image.shape, bool)
+    pad = 3  # closing erodes at the array's border: pad with the border's values first
+    mask = np.pad(image > 0.5 * _otsu(finite), pad, mode="edge")
+    mask = ndi.binary_closing(mask, iterations=2)[pad:-pad, pad:-pad, pad:-pad]
+    for k in range(mask.shape[2]):
+        mask[:, :, k] = ndi.binary_fill_holes(mask[:, :, k])
+    return ndi.binary_fill_holes(mask)
+
+
+def strip_scalp(image: sitk.Image, mm: float = SCALP_MM) -> sitk.Image:
+    """A whole-head image with the voxels less than ``mm`` below the head's surface set to 0.
+
+    The head is :func:`head_mask`; depth is the Euclidean distance (mm) to the
+    nearest voxel outside it. What is left is the brain, the inner skull and
+    whatever lies deeper than ``mm`` (the neck), as a brain-only template expects.
+
+    Args:
+        image: Whole-head scan (any spacing).
+        mm: Depth removed.
+
+    Returns:
+        float32 ``sitk.Image`` on the same grid.
+
+    Example:
+        >>> head = np.zeros((40, 40, 40), np.float32); head[5:35, 5:35, 5:35] = 1.0
+        >>> out = strip_scalp(sitk.GetImageFromArray(head), 6.0)
+        >>> int(sitk.GetArrayFromImage(out).sum())
+        5832
+    """
+    from tfuad.preprocess.io import to_sitk
+
+    data, affine = from_sitk(sitk.Cast(image, sitk.sitkFloat32))
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    head = head_mask(data)
+    depth = ndi.distance_transform_edt(np.pad(head, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    out = to_sitk(np.where(depth > float(mm), data, 0.0).astype(np.float32), affine)
+    out.CopyInformation(image)
+    return out
 
 
 def resample(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform | None = None, *,
