@@ -215,7 +215,7 @@ def _frame(fig, axes=None) -> None:
         boxes = [ax.get_position() for ax in axes]
         x0, y0 = min(b.x0 for b in boxes), min(b.y0 for b in boxes)
         x1, y1 = max(b.x1 for b in boxes), max(b.y1 for b in boxes)
-        box = (x0 - 0.002, y0 - 0.002, x1 - x0 + 0.004, y1 - y0 + 0.012)
+        box = (x0 - 0.003, y0 - 0.003, x1 - x0 + 0.006, y1 - y0 + 0.006)  # the red title stays above
     fig.add_artist(Rectangle(box[:2], box[2], box[3], transform=fig.transFigure, fill=False,
                              edgecolor=FAIL_COLOUR, linewidth=1.6))
 
