@@ -152,3 +152,23 @@ def test_detect_shards_skip_finished_sets_and_merge_into_one_table(tmp_path, tra
     rows = _rows(tmp_path / "table" / "detections.csv")
     assert [r["subject"] for r in rows] == sorted(ids)
     assert {r["shard"] for r in rows} == {"0/2", "1/2"}
+
+
+def test_a_merged_manifest_keeps_the_registration_qc_flag(tmp_path):
+    """A subject whose registration failed QC in its shard stays out of training after the merge."""
+    from tfuad.preprocess.qc import QC_THRESHOLDS
+
+    inputs = _cohort(tmp_path / "raw", n=3)
+    out = tmp_path / "prep"
+    for k in (0, 1):
+        assert _cli("preprocess", *inputs, "--out", out, *FAST_STEPS, "--shard", f"{k}/2").exit_code == 0
+    record_path = next(out.rglob("subj01*/preprocess.json"), None) or next(
+        p for p in out.rglob("preprocess.json") if json.loads(p.read_text()).get("subject") == "subj01")
+    record = json.loads(record_path.read_text())
+    record["qc"] = {"similarity": 0.1, "thresholds": QC_THRESHOLDS, "pass": False, "failed": ["similarity"]}
+    record_path.write_text(json.dumps(record))
+    assert _cli("merge", out, "--out", out).exit_code == 0
+    assert {r["subject"]: r["qc"] for r in _rows(out / "manifest.csv")} == {"subj00": "", "subj01": "fail",
+                                                                          "subj02": ""}
+    dataset = discover(out)
+    assert dataset.ids == ["subj00", "subj02"] and "subj01" in str(dataset.left_out)

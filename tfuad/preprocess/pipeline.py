@@ -530,6 +530,7 @@ def _assign_splits(jobs: list, options: PreprocessOptions) -> dict:
 
 def _write_manifest(out_dir: Path, records: dict, jobs: dict, splits: dict, modality: str) -> Path:
     from tfuad.data.layouts import MANIFEST_NAME
+    from tfuad.preprocess.qc import qc_word
 
     columns = ["subject", modality, "brain_mask", "lesion_mask", "split", "healthy", "qc"]
     rows = []
@@ -541,7 +542,7 @@ def _write_manifest(out_dir: Path, records: dict, jobs: dict, splits: dict, moda
                      "lesion_mask": f"{subject}/{out['lesion_mask']}" if "lesion_mask" in out else "",
                      "split": splits.get(subject) or "",
                      "healthy": "" if job.healthy is None else ("1" if job.healthy else "0"),
-                     "qc": _qc_word(records[subject].get("qc"))})
+                     "qc": qc_word(records[subject].get("qc"))})
     path = out_dir / MANIFEST_NAME
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
@@ -551,17 +552,15 @@ def _write_manifest(out_dir: Path, records: dict, jobs: dict, splits: dict, moda
     return path
 
 
-def _qc_word(qc) -> str:
-    return "" if qc is None else ("pass" if qc["pass"] else "fail")
-
-
 def _write_qc_table(out_dir: Path, records: dict) -> Path | None:
     """``qc.csv``: each registered subject's QC scores, thresholds and pass/fail (None without any)."""
+    from tfuad.preprocess.qc import qc_word
+
     rows = []
     for subject in sorted(records):
         qc = records[subject].get("qc")
         if qc is not None:
-            rows.append({"subject": subject, "qc": _qc_word(qc),
+            rows.append({"subject": subject, "qc": qc_word(qc),
                          **{k: "" if qc[k] is None else qc[k]
                             for k in ("similarity", "brain_outside_head", "brain_near_surface")},
                          "failed": " ".join(qc["failed"]),

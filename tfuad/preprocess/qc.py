@@ -31,7 +31,7 @@ from tfuad.canvas import axial_to_display, check_png, new_figure, save_figure
 from tfuad.errors import ArrayError, DataError
 from tfuad.preprocess.registration import head_mask
 
-__all__ = ["QC_THRESHOLDS", "SURFACE_MM", "registration_qc", "qc_summary", "check_qc",
+__all__ = ["qc_word", "QC_THRESHOLDS", "SURFACE_MM", "registration_qc", "qc_summary", "check_qc",
            "plot_subject_qc", "plot_montage"]
 
 #: Pass thresholds of :func:`registration_qc`: ``similarity`` at least, the two mask fractions at most.
@@ -121,6 +121,16 @@ def qc_summary(qc: dict) -> str:
         mark = " (failed)" if key in qc["failed"] else ""
         parts.append(f"{key.replace('_', ' ')} {qc[key]:.3f} {op} {qc['thresholds'][key]:.2f}{mark}")
     return ("QC pass: " if qc["pass"] else "QC fail: ") + ", ".join(parts)
+
+
+def qc_word(qc: dict | None) -> str:
+    """The manifest's ``qc`` cell: ``pass``, ``fail``, or empty for a subject that was not registered.
+
+    Example:
+        >>> qc_word(None), qc_word({"pass": False})
+        ('', 'fail')
+    """
+    return "" if qc is None else ("pass" if qc["pass"] else "fail")
 
 
 def check_qc(qc: dict, path) -> dict:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from tfuad.errors import ConfigError, DatasetError
 from tfuad.files import atomic_path, ensure_writable_dir, read_json
+from tfuad.preprocess.qc import qc_word
 
 __all__ = ["MergeResult", "merge_shards"]
 
@@ -147,7 +148,8 @@ def _merge_preprocess(records: dict, shards: dict, failed: dict, out: Path, resu
                      "brain_mask": _relative(folder / outputs["brain_mask"], out),
                      "lesion_mask": _relative(folder / outputs["lesion_mask"], out) if "lesion_mask" in outputs
                      else "", "split": record.get("split") or "",
-                     "healthy": "" if healthy is None else ("1" if healthy else "0")})
+                     "healthy": "" if healthy is None else ("1" if healthy else "0"),
+                     "qc": qc_word(record.get("qc"))})
         qc_rows.append({"subject": subject, "status": "done", "shard": shard_of.get(subject, ""),
                         "folder": _relative(folder, out), "split": record.get("split") or "",
                         "seconds": record.get("seconds", ""), **_qc_numbers(record)})
@@ -162,7 +164,7 @@ def _merge_preprocess(records: dict, shards: dict, failed: dict, out: Path, resu
                             "error": line})
     (modality,) = modalities
     result.subjects = sorted(records)
-    columns = ["subject", modality, "brain_mask", "lesion_mask", "split", "healthy"]
+    columns = ["subject", modality, "brain_mask", "lesion_mask", "split", "healthy", "qc"]
     result.written.append(_write_csv(out / "manifest.csv", columns, rows))
     qc_columns = ["subject", "status", "shard", "folder", "split", "seconds"]
     qc_columns += sorted({k for row in qc_rows for k in row} - set(qc_columns) - {"error"}) + ["error"]
