@@ -168,7 +168,7 @@ def _write_tables(args, modality: str, clock) -> str:
     out = Path(args.out) / modality
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "table.md") as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8")
     settings = {k: v for k, v in vars(args).items() if k not in ("rows", "worker", "modality")}
     write_json({"settings": {**settings, "modality": modality}, "rows": rows, "timings": clock.data},
                out / "table.json")

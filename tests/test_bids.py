@@ -103,7 +103,7 @@ def test_detect_writes_a_bids_derivatives_dataset_that_reads_back(tmp_path, trai
     assert json.loads((a / "sub-a_label-lesion_mask.json").read_text())["Type"] == "Lesion"
     mask = nib.load(b / "sub-b_ses-pre_label-lesion_mask.nii.gz")
     np.testing.assert_allclose(mask.affine, nib.load(subjects[1].image("flair")).affine, atol=1e-5)
-    assert "**/detection.json" in (out / ".bidsignore").read_text()
+    assert "**/detection.json" in (out / ".bidsignore").read_text(encoding="utf-8")
 
     # tfuad's own derivatives are predictions: the dataset still reads without them, or with them when named
     assert [s.lesion_mask for s in discover(root).subjects] == [None, None]

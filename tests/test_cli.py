@@ -45,7 +45,7 @@ def test_train_refuses_a_foreign_non_empty_folder(tmp_path, demo_data):
     result = _run("train", "sae", "--data", demo_data, "--out", out, "--epochs", 1)
     assert result.exit_code == 1
     assert "is not empty and is not a tfuad run" in result.output
-    assert (out / "thesis.tex").read_text() == "precious"
+    assert (out / "thesis.tex").read_text(encoding="utf-8") == "precious"
 
 
 def test_train_missing_modality(tmp_path, demo_data):
@@ -85,7 +85,7 @@ def test_cli_trains_the_chen_priors_for_one_short_epoch(tmp_path, demo_data, mod
     result = _run("train", model, "--data", demo_data, "--out", out, "--epochs", 1, "--image-size", 32,
                   "--batch-size", 64, "-O", "filters=[4,8]", *options)
     assert result.exit_code == 0, result.output
-    config = __import__("json").loads((out / "config.json").read_text())
+    config = __import__("json").loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["preprocess"]["normalization"] == "zscore"  # Chen et al. z-score with fixed statistics
     assert set(config["intensity_stats"]) >= {"mean", "std"}
     if model == "gmvae":

@@ -73,7 +73,7 @@ def test_compare_numbers_by_hand(reports, tmp_path):
     saved = json.loads((out / "compare.json").read_text())
     assert saved["metric"] == "dice@fpr@0.05" and saved["resamples"] == 1000 and saved["seed"] == 0
     assert saved["rows"][0]["values"]["s2"] == 0.8
-    md = (out / "compare.md").read_text()
+    md = (out / "compare.md").read_text(encoding="utf-8")
     assert "| runA:residual | sae | 4 | 0 | 0.600 |" in md
     assert "| runA:intensity | sae | 3 | 1 | 0.200 |" in md
     assert "| runA:residual | runA:intensity | 3 | 0.400 |" in md and "| 0.000 | 0.250 |" in md

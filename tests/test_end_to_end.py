@@ -83,14 +83,14 @@ def test_evaluate_writes_the_report_and_beats_chance(tmp_path, trained_run, demo
         assert m["best_dice"]["mean"] >= m["dice"]["fpr@0.05"]["mean"] - 1e-9
     rows = list(csv.DictReader((out / "per_subject.csv").open()))
     assert len(rows) == 4
-    assert "| method | AUROC |" in (out / "summary.md").read_text()
+    assert "| method | AUROC |" in (out / "summary.md").read_text(encoding="utf-8")
     # The demo dataset's report breaks the results down by lesion type (test000 MS-like, test001 tumour-like).
     groups = {(g["group"], g["method"]): g for g in summary["by_lesion_type"]}
     assert set(groups) == {(k, m) for k in ("ms", "tumour") for m in ("residual", "intensity")}
     assert all(g["subjects"] == 1 and 0.0 <= g["auroc"] <= 1.0 for g in groups.values())
     ms_row = next(r for r in rows if r["subject"] == "sub-test000" and r["method"] == "residual")
     assert groups["ms", "residual"]["auroc"] == pytest.approx(float(ms_row["auroc"]))
-    assert "| bright: MS-like lesions | 1 | residual |" in (out / "summary.md").read_text()
+    assert "| bright: MS-like lesions | 1 | residual |" in (out / "summary.md").read_text(encoding="utf-8")
     assert "intensity baseline" in result.output
     for png in ("roc_pr.png", "dice_vs_lesion_size.png", "examples.png"):
         assert (out / png).stat().st_size > 1000

@@ -69,5 +69,5 @@ def test_cells_call_the_package_instead_of_copying_it(path):
 def test_pytest_runs_the_notebooks_in_quick_mode():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert "notebooks" in config["testpaths"] and "--nbmake" in config["addopts"].split()
-    conftest = (ROOT / "notebooks" / "conftest.py").read_text()
+    conftest = (ROOT / "notebooks" / "conftest.py").read_text(encoding="utf-8")
     assert 'os.environ.setdefault("TFUAD_NOTEBOOK_QUICK", "1")' in conftest

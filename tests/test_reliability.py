@@ -82,7 +82,7 @@ def test_detect_never_replaces_what_it_did_not_write(tmp_path, trained_run, test
     forced = _cli("detect", image, "--model", trained_run, "--out", folder, "--force")
     assert forced.exit_code == 0, forced.output
     assert nib.load(mine).shape == nib.load(image).shape  # replaced, as asked
-    assert (folder / "sub-01" / "notes.txt").read_text() == "keep me"
+    assert (folder / "sub-01" / "notes.txt").read_text(encoding="utf-8") == "keep me"
     assert image.is_file() and nib.load(image).get_fdata().std() > 0  # the input is untouched
 
 

@@ -228,7 +228,7 @@ def test_bad_requests_fail_with_a_clear_error_and_the_model_keeps_answering(serv
 def test_model_card_describes_model_data_evaluation_speed_and_limits(served):
     extra = served["version"] / "assets.extra"
     card = json.loads((extra / "model_card.json").read_text())
-    text = (extra / "model_card.md").read_text()
+    text = (extra / "model_card.md").read_text(encoding="utf-8")
     summary = json.loads((served["root"] / "report" / "summary.json").read_text())
     assert card["model"]["architecture"] == "sae" and card["method"]["name"] == "residual"
     assert card["training_data"]["modality"] == "flair" and len(card["training_data"]["subjects"]) == 3

@@ -151,11 +151,11 @@ def test_resume_after_an_interruption_continues_exactly(tmp_path, demo_data):
 def test_a_run_that_stopped_early_has_nothing_left_to_train(stopped_run, tmp_path, demo_data):
     run = tmp_path / "run"
     shutil.copytree(stopped_run[0], run)
-    before = (run / "history.csv").read_text()
+    before = (run / "history.csv").read_text(encoding="utf-8")
     lines = []
     train(run, discover(demo_data), _config(epochs=40), resume=True, verbose=0, log=lines.append)
     assert any("stopped early after epoch" in line and "nothing to train" in line for line in lines)
-    assert (run / "history.csv").read_text() == before
+    assert (run / "history.csv").read_text(encoding="utf-8") == before
 
 
 def test_cli_stores_augmentation_and_patience(tmp_path, demo_data):

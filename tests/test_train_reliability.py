@@ -57,7 +57,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_tfuad_run(tmp_path, demo_data)
     (proj / "src" / "main.py").write_text("code")
     result = _train(demo_data, proj, "--overwrite")
     _one_line_error(result, "config.json", "not a tfuad run")
-    assert (proj / "src" / "main.py").read_text() == "code"
+    assert (proj / "src" / "main.py").read_text(encoding="utf-8") == "code"
     assert json.loads((proj / "config.json").read_text()) == {"name": "x"}
 
 
@@ -69,8 +69,8 @@ def test_overwrite_removes_only_tfuad_files(run_copy, demo_data):
     (run_copy / "lambda_curve.png").write_bytes(b"old")
     result = _train(demo_data, run_copy, "--overwrite")
     assert result.exit_code == 0, result.output
-    assert (run_copy / "notes.txt").read_text() == "keep me"
-    assert (run_copy / "analysis" / "table.csv").read_text() == "a,b"
+    assert (run_copy / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    assert (run_copy / "analysis" / "table.csv").read_text(encoding="utf-8") == "a,b"
     assert not (run_copy / "calibration-residual.json").exists()
     assert not (run_copy / "lambda_curve.png").exists()
     assert (run_copy / "model.keras").is_file()
@@ -123,7 +123,7 @@ def test_preprocess_keeps_every_output_inside_out(tmp_path, demo_data):
     assert not (tmp_path / "escaped").exists() and not escape_abs.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "in"]
     assert (out / "good" / "good_t1.nii.gz").is_file()  # the valid subject still finished
-    assert (out / "manifest.csv").read_text().count("\n") == 2
+    assert (out / "manifest.csv").read_text(encoding="utf-8").count("\n") == 2
 
 
 # --------------------------------------------------------------------------- 4. what a killed run leaves
@@ -209,7 +209,7 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path, demo_data):
 
 
 def test_unknown_split_in_a_manifest(tmp_path, demo_data):
-    header, *rows = (demo_data / "manifest.csv").read_text().splitlines()
+    header, *rows = (demo_data / "manifest.csv").read_text(encoding="utf-8").splitlines()
     rows = [row.replace(",sub-", f",{demo_data}/sub-") for row in rows]
     rows[1] = rows[1].replace(",train,", ",trian,", 1)  # file line 3
     manifest = tmp_path / "manifest.csv"
@@ -224,13 +224,13 @@ def test_resume_with_another_model_is_refused(run_copy, demo_data):
 
 
 def test_resume_when_the_epochs_are_done_trains_nothing(run_copy, demo_data):
-    history = (run_copy / "history.csv").read_text()
+    history = (run_copy / "history.csv").read_text(encoding="utf-8")
     model = (run_copy / "model.keras").read_bytes()
     result = _train(demo_data, run_copy, "--resume", epochs=1)
     assert result.exit_code == 0, result.output
     assert "already trained 1 epochs (--epochs 1); nothing to train" in result.output
     assert "resuming" not in result.output and "Epoch" not in result.output
-    assert (run_copy / "history.csv").read_text() == history
+    assert (run_copy / "history.csv").read_text(encoding="utf-8") == history
     assert (run_copy / "model.keras").read_bytes() == model
     # a run killed after its last checkpoint but before model.keras gets its model
     (run_copy / "model.keras").unlink()

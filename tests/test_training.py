@@ -92,7 +92,7 @@ def test_resume_after_kill_continues_at_the_right_epoch_with_the_same_weights(tm
     assert {k: state["convergence"][k] for k in expected} == expected
     assert state["best_weights"] == f"best-{expected['best_epoch']:04d}.weights.h5"
     assert (run / "model.keras").is_file()
-    rows = (run / "history.csv").read_text().strip().splitlines()
+    rows = (run / "history.csv").read_text(encoding="utf-8").strip().splitlines()
     assert len(rows) == done + 2  # header + one row per epoch, none repeated
 
 

@@ -317,7 +317,7 @@ def write_dataset_description(out, *, name: str, version: str, source=None) -> P
         description["SourceDatasets"] = [{"URL": Path(os.fspath(source)).resolve().as_uri()}]
     path = write_json(description, out / "dataset_description.json")
     with atomic_path(out / ".bidsignore") as tmp:
-        Path(tmp).write_text("**/detection.json\n**/*.png\nshards/\n")
+        Path(tmp).write_text("**/detection.json\n**/*.png\nshards/\n", encoding="utf-8")
     return path
 
 

@@ -96,7 +96,7 @@ def load_report(folder, metric: str = DEFAULT_METRIC) -> dict:
     path = folder / "per_subject.csv"
     methods: dict = {}
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             columns = reader.fieldnames or []
             lacking = [c for c in _REQUIRED_COLUMNS if c not in columns]
@@ -321,6 +321,6 @@ def compare_reports(report_dirs, out_dir, *, metric: str = DEFAULT_METRIC, resam
     out.mkdir(parents=True, exist_ok=True)
     write_json(result, out / "compare.json")
     with atomic_path(out / "compare.md") as tmp:
-        Path(tmp).write_text(comparison_markdown(result))
+        Path(tmp).write_text(comparison_markdown(result), encoding="utf-8")
     plot_comparison(result, out / "compare.png")
     return result

@@ -282,7 +282,7 @@ def method_summary(method: str, label: str, rows, thresholds: dict, pooled, *, s
 def write_rows_csv(rows, path) -> None:
     """Rows (dicts) as a CSV file with the union of their keys, written atomically."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)

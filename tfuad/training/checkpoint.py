@@ -209,7 +209,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 def write_history(history: list, path) -> Path:
     """Write per-epoch records as CSV (``epoch`` first, then the other columns sorted), atomically."""
     keys = sorted({k for r in history for k in r if k != "epoch"})
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=["epoch", *keys])
         writer.writeheader()
         writer.writerows(history)

@@ -165,7 +165,7 @@ def _write_report(out: Path, summary: dict, rows, curves, examples, detectors: d
                 + transfer_table(summary["methods"]))
     with atomic_path(out / "summary.md") as tmp:
         Path(tmp).write_text(header + markdown_table(summary["methods"]) + measures
-                             + measures_table(summary["methods"]) + transfer + by_type)
+                             + measures_table(summary["methods"]) + transfer + by_type, encoding="utf-8")
     plot_roc_pr(curves, out / "roc_pr.png", title=f"{model}: pooled brain voxels")
     last_key = list(first.calibration().thresholds)[-1]
     plot_dice_vs_lesion_size([{**r, "dice": r[f"dice@{last_key}"]} for r in rows if r["method"] == first_name],
