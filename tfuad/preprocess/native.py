@@ -164,20 +164,18 @@ def preprocess_scan(image, subject: str, raw: dict, work_dir, *, brain_mask=None
         transform to the template.
 
     Raises:
-        DataError: the scan cannot be read, registered or brain-extracted, or its registration fails
-            quality control (one line naming it and the QC scores).
+        DataError: the scan cannot be read, registered or brain-extracted (one line naming it). A
+            registration that fails quality control is returned with its ``qc`` record (a lesion can
+            lower the similarity to the template; the caller warns).
         ConfigError: the record is not usable.
     """
     from tfuad.preprocess.pipeline import Job, _intensity, _spatial
-    from tfuad.preprocess.qc import check_qc
 
     options = options_from_record(raw, source=source)
     work_dir = Path(work_dir)
     job = Job(subject, os.fspath(image), None if brain_mask is None else os.fspath(brain_mask), source=os.fspath(image))
     try:
         record = _spatial(job, options, work_dir)
-        if record.get("qc") is not None:  # registered, but badly: say so with what QC showed
-            check_qc(record["qc"], image)
         return _intensity(record, options, work_dir, raw.get("standardizer"))
     except RuntimeError as err:  # SimpleITK: e.g. no overlap with the template during registration
         text = re.split(r"ERROR: \S+\(0x[0-9a-fA-F]+\): ", " ".join(str(err).split()))[-1]

@@ -185,6 +185,12 @@ def _write_set(detector: Detector, item: DetectionInput, threshold: float, out: 
 
         prepared = score_raw_scan(detector, item, threshold, raw, out)
         result, lesions = prepared.result, prepared.lesions
+        qc = prepared.record.get("qc")
+        if qc is not None and not qc["pass"]:  # still scored: a large lesion can lower the similarity too
+            from tfuad.preprocess.qc import qc_summary
+
+            log(f"warning: {item.image}: the registration to the template failed quality control "
+                f"({qc_summary(qc)}); check the overlay before trusting its map")
     staged = out / f".{item.subject}.tfuad-{uuid.uuid4().hex[:8]}.tmp"
     staged.mkdir()
     try:
