@@ -47,7 +47,7 @@ class Row:
 
 
 ROWS = (
-    Row("svae", "intensity baseline", "svae", "intensity"),
+    Row("vae", "intensity baseline", "vae", "intensity"),
     Row("dae", "dAE", "dae", "residual"),
     Row("sae-r32", "sAE (8×8×64 at 256; here {z})", "sae", "residual", {"latent_ratio": 32}),
     Row("sae-r16", "sAE (16×16×64 at 256; here {z})", "sae", "residual", {"latent_ratio": 16}),
