@@ -19,7 +19,7 @@ evaluation and export all read :data:`METHODS`.
 Example:
     >>> from tfuad.detection.methods import METHOD_NAMES
     >>> METHOD_NAMES
-    ('residual', 'map-tv', 'intensity', 'residual-positive', 'map-tv-positive')
+    ('residual', 'map-tv', 'intensity', 'map-tv-positive', 'residual-positive')
 """
 from __future__ import annotations
 
@@ -48,5 +48,8 @@ def get_method(name: str) -> type:
 
 
 def methods_for(model) -> list[str]:
-    """Names of the methods that suit a model (class or instance), in registry order."""
-    return [name for name, cls in METHODS.items() if cls.recommended(model)]
+    """Names of the methods that suit a model (class or instance), in registry order (``--method all``).
+
+    The positive-part options (``polarity = "positive"``) are left out: they are chosen on purpose.
+    """
+    return [name for name, cls in METHODS.items() if cls.polarity == "absolute" and cls.recommended(model)]

@@ -192,5 +192,9 @@ class ScoringMethod:
                                                  self._own_precision(), source=source)
 
     def describe(self) -> str:
-        """One line for logs."""
+        """One line for logs (:meth:`_describe`, marked when only the positive part counts)."""
+        return ("positive " if self.polarity == "positive" else "") + self._describe()
+
+    def _describe(self) -> str:
+        """What the method is, in a few words (subclasses say more)."""
         return self.name

@@ -137,7 +137,7 @@ class MapTVMethod(ScoringMethod):
         if self._lam is None:
             self._lam = float(stored["lambda"])
 
-    def describe(self) -> str:
+    def _describe(self) -> str:
         from tfuad.detection.restoration import describe_schedule
 
         lam = "λ not set" if self._lam is None else f"λ = {self._lam:g}"
@@ -151,11 +151,3 @@ class PositiveMapTVMethod(MapTVMethod):
     label = "MAP-TV (positive)"
     summary = "max(y - MAP-TV restoration, 0): hyperintense deviations only"
     polarity = "positive"
-
-    @classmethod
-    def recommended(cls, model) -> bool:
-        """An option for hyperintense lesions, not part of ``--method all``."""
-        return False
-
-    def describe(self) -> str:
-        return "positive " + super().describe()

@@ -50,7 +50,7 @@ class ResidualMethod(ScoringMethod):
             estimate = self.model.reconstruct(slices, training=False)
         return self.deviation(slices, estimate), estimate
 
-    def describe(self) -> str:
+    def _describe(self) -> str:
         return f"residual of {type(self.model).__name__}"
 
 
@@ -62,11 +62,3 @@ class PositiveResidualMethod(ResidualMethod):
     label = "residual (positive)"
     summary = "max(x - reconstruction, 0): hyperintense deviations only"
     polarity = "positive"
-
-    @classmethod
-    def recommended(cls, model) -> bool:
-        """An option for hyperintense lesions, not part of ``--method all``."""
-        return False
-
-    def describe(self) -> str:
-        return f"positive residual of {type(self.model).__name__}"
