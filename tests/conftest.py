@@ -46,3 +46,13 @@ def trained_run(tmp_path_factory, demo_data):
                                   "--method", "intensity"])
     assert result.exit_code == 0, result.output
     return run
+
+
+@pytest.fixture()
+def run(tmp_path, trained_run):
+    """A private copy of the trained, calibrated run (tests may change it)."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    return copy

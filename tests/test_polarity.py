@@ -1,9 +1,7 @@
 """Positive-part scoring (``residual-positive``, ``map-tv-positive``): only brighter-than-healthy counts."""
 import json
-import shutil
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
@@ -15,13 +13,6 @@ from tfuad.detection.methods import METHOD_NAMES, get_method, methods_for
 
 def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-@pytest.fixture()
-def run(tmp_path, trained_run):
-    copy = tmp_path / "run"
-    shutil.copytree(trained_run, copy)
-    return copy
 
 
 def test_the_positive_part_in_numpy_and_in_a_graph_is_relu_of_the_difference():

@@ -21,14 +21,6 @@ def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-@pytest.fixture()
-def run(tmp_path, trained_run):
-    """A private copy of the trained, calibrated run (tests may change it)."""
-    copy = tmp_path / "run"
-    shutil.copytree(trained_run, copy)
-    return copy
-
-
 @pytest.fixture(scope="module")
 def test_image(demo_data):
     return discover(demo_data).split("test").subjects[0].image("flair")
