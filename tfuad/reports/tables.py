@@ -195,7 +195,7 @@ def group_table(summaries, descriptions: dict | None = None) -> str:
 
 
 def subject_row(subject_id: str, method: str, score_map, truth, brain, thresholds: dict, segment, *,
-                slices: int, seconds: float, spacing=None) -> dict:
+                slices: int, seconds: float, spacing=None, regions: dict | None = None) -> dict:
     """The numbers of one subject for one method.
 
     Args:
@@ -209,6 +209,8 @@ def subject_row(subject_id: str, method: str, score_map, truth, brain, threshold
         slices: Slices scored (for the time per slice).
         seconds: Wall time of the maps.
         spacing: Voxel sizes (mm) for the boundary distances.
+        regions: The subject's :func:`~tfuad.metrics.segmentation.false_positive_regions` (computed
+            here when not given; pass them to score several methods of one subject without recomputing).
     """
     from tfuad.metrics.boundary import boundary_metrics
     from tfuad.metrics.lesionwise import lesion_detection
@@ -222,7 +224,8 @@ def subject_row(subject_id: str, method: str, score_map, truth, brain, threshold
 
     row = {"subject": subject_id, "method": method, "slices": int(slices), "seconds": float(seconds),
            "seconds_per_slice": float(seconds) / max(int(slices), 1)}
-    regions = false_positive_regions(truth, brain, spacing=spacing, near_mm=NEAR_MM)
+    if regions is None:
+        regions = false_positive_regions(truth, brain, spacing=spacing, near_mm=NEAR_MM)
     for i, (key, threshold) in enumerate(thresholds.items()):
         pred = segment(score_map, threshold)
         if i == 0:

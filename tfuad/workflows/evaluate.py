@@ -28,7 +28,9 @@ from tfuad.data.splits import labelled_test_subjects
 from tfuad.detection.detector import Detector
 from tfuad.errors import ConfigError
 from tfuad.files import atomic_path, ensure_writable_dir, write_json
+from tfuad.metrics.segmentation import false_positive_regions
 from tfuad.reports.tables import (
+    NEAR_MM,
     Bootstrap,
     group_summaries,
     group_table,
@@ -100,12 +102,14 @@ def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, l
         prep = first.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
                              lesion_mask_path=subject.lesion_mask)
         results = {}
+        regions = false_positive_regions(prep.lesion_mask, prep.brain_mask, spacing=prep.volume.zooms,
+                                         near_mm=NEAR_MM)  # once per subject, for every method
         for method, det in detectors.items():
             cal = det.calibration()
             result = results[method] = det.run_volume(prep)
             row = subject_row(subject.id, method, result.map, prep.lesion_mask, prep.brain_mask, cal.thresholds,
                               det.segment, slices=prep.slices.shape[0], seconds=result.seconds,
-                              spacing=prep.volume.zooms)
+                              spacing=prep.volume.zooms, regions=regions)
             rows.append(row)
             for bucket, arr in zip(pooled[method], (result.map, prep.lesion_mask, prep.brain_mask)):
                 bucket.append(arr)
