@@ -63,8 +63,9 @@ class Detector:
         batch_size: Slices per forward pass or restoration batch (default: the method's).
         postprocess: A :class:`~tfuad.postprocessing.filters.PostprocessConfig` (default: the one the
             method was calibrated with, else the paper's).
-        calibrated: Read the method's calibration when its settings or thresholds are needed (set
-            False while calibrating: the settings then come from the calibration in progress).
+        calibrated: Use the method's calibration: its file is read once, here, and checked and
+            applied when its settings or thresholds are first needed. Set False while calibrating:
+            the settings then come from the calibration in progress, and none is read.
         **options: Options of the method's constructor, e.g. MAP-TV's ``schedule``, ``max_steps``,
             ``lam``, ``lambdas``; options another method takes, and ``None`` values, are ignored.
     """
@@ -79,8 +80,8 @@ class Detector:
         self.pconfig = self.run.preprocess_config()
         self.stats = self.run.intensity_stats()
         self._calibration = None
-        self._use_calibration = bool(calibrated)
-        stored = self._stored_postprocess(method) if calibrated else None
+        self._stored = self._read_stored(method) if calibrated else None
+        stored = self._stored.postprocess if self._stored is not None else None
         self.postprocess = postprocess or (PostprocessConfig.from_dict(stored) if stored else PostprocessConfig())
         model = None if cls.needs is None else self.run.load_model()
         self.method = cls(model, background=self.pconfig.background_value, batch_size=batch_size,
@@ -101,12 +102,12 @@ class Detector:
         """The method's calibration file in the run."""
         return self.run.calibration_path(self.name)
 
-    def _stored_postprocess(self, method: str):
-        from tfuad.files import read_json
+    def _read_stored(self, method: str):
+        """The method's calibration as stored (not yet checked), or ``None`` when the run has none."""
+        from tfuad.postprocessing.thresholds import Calibration
 
         path = self.run.calibration_path(method)
-        stored = read_json(path) if path.is_file() else None
-        return stored.get("postprocess") if isinstance(stored, dict) else None
+        return Calibration.from_json(path) if path.is_file() else None
 
     # -- calibration ---------------------------------------------------------------------------
     def calibration(self):
@@ -117,19 +118,17 @@ class Detector:
                 post-processing, other method settings, or other weights than it has now.
         """
         if self._calibration is None:
-            self._calibration = self._read_calibration()
+            self._calibration = self._checked_calibration()
         return self._calibration
 
     def _recalibrate_hint(self) -> str:
         return f"run: tfuad calibrate {self.run.path} --data DATASET --method {self.name}"
 
-    def _read_calibration(self):
-        from tfuad.postprocessing.thresholds import Calibration
-
+    def _checked_calibration(self):
         path = self.calibration_path
-        if not path.is_file():
+        calibration = self._stored
+        if calibration is None:
             raise ConfigError(f"{self.run.path}: not calibrated for method {self.name!r}; {self._recalibrate_hint()}")
-        calibration = Calibration.from_json(path)
         if calibration.postprocess and calibration.postprocess != self.postprocess.to_dict():
             raise ConfigError(f"{path}: calibrated with post-processing {calibration.postprocess}, "
                               f"but detection uses {self.postprocess.to_dict()}; calibrate again")
@@ -154,7 +153,7 @@ class Detector:
 
     def slice_maps(self, slices, brain=None):
         """Maps of ``(N, S, S, 1)`` slices in model space: ``(maps, estimate)``."""
-        if self._use_calibration and self._calibration is None and self.calibration_path.is_file():
+        if self._stored is not None and self._calibration is None:
             self.calibration()  # the method's calibrated settings (e.g. λ) apply to every map
         return self.method.slice_maps(np.asarray(slices, np.float32), brain)
 
