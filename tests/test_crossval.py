@@ -1,24 +1,19 @@
 """``tfuad crossval``: every labelled case tested once by a model that never saw it, one merged report."""
 import json
 
-from click.testing import CliRunner
+from helpers import cli
 
-from tfuad.cli.main import main
 from tfuad.data.layouts import discover
 
 #: The tiny spatial AE of the other end-to-end tests (tests/conftest.py).
 TINY_SAE = ("-O", "base_filters=8", "-O", "max_filters=16")
 
 
-def _cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_crossval_tests_each_case_once_with_models_that_never_saw_it(tmp_path, demo_data):
     out = tmp_path / "cv"
     args = ("crossval", "sae", "--data", demo_data, "--out", out, "--folds", 2, "--epochs", 1, "--image-size", 32,
             "--batch-size", 16, "--no-augment", "--figure-every", 0, "--resamples", 200, *TINY_SAE)
-    first = _cli(*args)
+    first = cli(*args)
     assert first.exit_code == 0, first.output
     labelled = sorted(s.id for s in discover(demo_data) if s.lesion_mask is not None)
     folds = json.loads((out / "folds.json").read_text())["folds"]
@@ -37,11 +32,11 @@ def test_crossval_tests_each_case_once_with_models_that_never_saw_it(tmp_path, d
 
     calibration = out / "fold-0" / "calibration-residual.json"
     stamp = calibration.stat().st_mtime_ns
-    again = _cli(*args)  # a rerun resumes: nothing is trained or calibrated again
+    again = cli(*args)  # a rerun resumes: nothing is trained or calibrated again
     assert again.exit_code == 0, again.output
     assert calibration.stat().st_mtime_ns == stamp
     assert json.loads((out / "report" / "summary.json").read_text())["subjects"] == summary["subjects"]
 
-    other = _cli(*args[:-len(TINY_SAE)], *TINY_SAE, "--fold-seed", 5)
+    other = cli(*args[:-len(TINY_SAE)], *TINY_SAE, "--fold-seed", 5)
     assert other.exit_code == 1 and "folds.json: this folder holds a cross-validation with other folds" in \
         other.output

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from tfuad.cli.main import main
+from helpers import cli
 
 #: Largest difference allowed between served and in-process maps (same float32 graph ops).
 ATOL = 1e-5
@@ -62,10 +60,6 @@ for version_dir in map(Path, sys.argv[3:]):
     report[version_dir.name] = {"signatures": sorted(loaded.signatures), "warmup": warmup, "errors": errors}
 (out / "report.json").write_text(json.dumps(report))
 """
-
-
-def _cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _test_slices(demo_data, detector):
@@ -119,11 +113,11 @@ def served(tmp_path_factory, trained_run, demo_data):
     for name in ("config.json", "model.keras", "calibration-residual.json"):
         shutil.copy2(Path(trained_run) / name, run / name)
     base = root / "serving"
-    first = _cli("export", run, "--out", base, "--lam", "1.0", "--schedule", "fast", "--fpr", FPR)
+    first = cli("export", run, "--out", base, "--lam", "1.0", "--schedule", "fast", "--fpr", FPR)
     assert first.exit_code == 0, first.output
     _map_tv_calibration(run, demo_data)
     (base / "sae" / "notes").mkdir()  # a non-numeric folder is not a version
-    second = _cli("export", run, "--out", base, "--method", "map-tv")
+    second = cli("export", run, "--out", base, "--method", "map-tv")
     assert second.exit_code == 0, second.output
 
     detector = Detector(run, "residual")
@@ -276,7 +270,7 @@ def test_versions_are_numbered_and_never_overwritten(served):
     model_dir = served["base"] / "sae"
     assert sorted(p.name for p in model_dir.iterdir()) == ["1", "2", "notes"]  # no temporary folder left
     before = (model_dir / "1" / "saved_model.pb").read_bytes()
-    refused = _cli("export", served["run"], "--out", served["base"], "--version", 1)
+    refused = cli("export", served["run"], "--out", served["base"], "--version", 1)
     assert refused.exit_code == 1
     assert "version 1 of model 'sae' exists already" in refused.output
     assert "write version 3" in refused.output
@@ -285,8 +279,8 @@ def test_versions_are_numbered_and_never_overwritten(served):
 
 
 def test_uncalibrated_fpr_and_inconsistent_lambda_are_refused(served):
-    result = _cli("export", served["run"], "--out", served["base"], "--fpr", 0.2)
+    result = cli("export", served["run"], "--out", served["base"], "--fpr", 0.2)
     assert result.exit_code == 1 and "FPR limit 0.2 has no slice-level threshold" in result.output
-    result = _cli("export", served["run"], "--out", served["base"], "--method", "map-tv", "--lam", 3)
+    result = cli("export", served["run"], "--out", served["base"], "--method", "map-tv", "--lam", 3)
     assert result.exit_code == 1 and "calibrated with lambda=1" in result.output
     assert sorted(p.name for p in (served["base"] / "sae").iterdir()) == ["1", "2", "notes"]

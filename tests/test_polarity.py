@@ -3,16 +3,11 @@ import json
 
 import numpy as np
 import tensorflow as tf
-from click.testing import CliRunner
+from helpers import cli
 
-from tfuad.cli.main import main
 from tfuad.data.layouts import discover
 from tfuad.detection.detector import Detector
 from tfuad.detection.methods import METHOD_NAMES, get_method, methods_for
-
-
-def _cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_the_positive_part_in_numpy_and_in_a_graph_is_relu_of_the_difference():
@@ -46,7 +41,7 @@ def test_positive_residual_maps_are_the_bright_part_of_the_residual(trained_run,
 
 
 def test_calibrate_and_detect_with_the_positive_residual(run, demo_data, tmp_path):
-    result = _cli("calibrate", run, "--data", demo_data, "--method", "residual-positive")
+    result = cli("calibrate", run, "--data", demo_data, "--method", "residual-positive")
     assert result.exit_code == 0, result.output
     positive = json.loads((run / "calibration-residual-positive.json").read_text())
     absolute = json.loads((run / "calibration-residual.json").read_text())
@@ -58,7 +53,7 @@ def test_calibrate_and_detect_with_the_positive_residual(run, demo_data, tmp_pat
         assert value <= absolute["thresholds"][key] + 1e-6, key
     image = discover(demo_data).split("test").subjects[0].image("flair")
     out = tmp_path / "detect"
-    result = _cli("detect", image, "--model", run, "--method", "residual-positive", "--fpr", "0.05", "--out", out)
+    result = cli("detect", image, "--model", run, "--method", "residual-positive", "--fpr", "0.05", "--out", out)
     assert result.exit_code == 0, result.output
     record = json.loads(next(out.glob("*/detection.json")).read_text())
     assert record["method"] == "positive residual of SpatialAE"

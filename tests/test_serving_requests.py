@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from tfuad.cli.main import main
+from helpers import cli
 
 #: Runs in a fresh interpreter (``tfuad`` unimportable): every call of ``calls.json`` in order, recording its
 #: outputs or its error message, so a refused request followed by a good one shows the model still answers.
@@ -41,12 +39,6 @@ np.savez(folder / "outputs.npz", **outputs)
 """
 
 FPR = 0.05
-
-
-def _cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def _calls():
@@ -92,12 +84,13 @@ def served(tmp_path_factory, trained_run, demo_data):
     from tfuad.workflows.export import export_plan
 
     root = tmp_path_factory.mktemp("serving")
-    _cli("evaluate", "--model", trained_run, "--data", demo_data, "--out", root / "report", "--resamples", 200)
-    _cli("export", trained_run, "--out", root / "serving", "--name", "sae", "--fpr", FPR, "--no-warmup",
-         "--report", root / "report")
+    cli("evaluate", "--model", trained_run, "--data", demo_data, "--out", root / "report", "--resamples", 200,
+        check=True)
+    cli("export", trained_run, "--out", root / "serving", "--name", "sae", "--fpr", FPR, "--no-warmup",
+        "--report", root / "report", check=True)
     subject = next(s for s in discover(demo_data) if s.split == "test")
-    _cli("detect", subject.image("flair"), "--model", trained_run, "--out", root / "detect", "--fpr", FPR,
-         "--brain-mask", subject.brain_mask)
+    cli("detect", subject.image("flair"), "--model", trained_run, "--out", root / "detect", "--fpr", FPR,
+        "--brain-mask", subject.brain_mask, check=True)
 
     detector = Detector(trained_run, "residual")
     prep = detector.prepare(subject.image("flair"), brain_mask_path=subject.brain_mask)
@@ -254,10 +247,10 @@ def test_model_card_describes_model_data_evaluation_speed_and_limits(served):
 
 def test_report_and_speed_records_are_checked_before_exporting(served, tmp_path):
     run = served["detector"].run.path
-    result = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path), "--report", str(tmp_path)])
+    result = cli("export", run, "--out", tmp_path, "--report", tmp_path)
     assert result.exit_code == 1 and "no summary.json" in result.output
     bad = tmp_path / "speed.json"
     bad.write_text("{}")
-    result = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path), "--speed", str(bad)])
+    result = cli("export", run, "--out", tmp_path, "--speed", bad)
     assert result.exit_code == 1 and "not a speed record" in result.output
     assert not any(Path(tmp_path).glob("*/*"))
