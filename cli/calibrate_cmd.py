@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import FPR, batch_size_option, method_option, precision_option, schedule_options
+from tfuad.cli.options import (
+    FPR,
+    batch_size_option,
+    derivatives_option,
+    method_option,
+    precision_option,
+    schedule_options,
+)
 
 
 def _numbers(ctx, param, value):
@@ -29,6 +36,7 @@ def parse_fprs(ctx, param, value):
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True),
               help="Dataset with 'calib' (and 'train') subjects: demo layout, manifest with a split column, "
                    "or a folder plus --protocol.")
+@derivatives_option
 @click.option("--protocol", default=None, help="Assign splits from a named protocol (e.g. brats-healthy-slices).")
 @method_option(multiple=True, default=("residual",), extra=("all",))
 @click.option("--fprs", default="0.01,0.05,0.1", show_default=True, callback=parse_fprs,
@@ -44,8 +52,8 @@ def parse_fprs(ctx, param, value):
               help="3D connected components smaller than this (voxels) are dropped from segmentations.")
 @precision_option
 @batch_size_option
-def command(run_dir, data_path, protocol, methods, lambdas, fprs, percentile, schedule, max_steps, median_size,
-            erosion, min_component, precision, batch_size):
+def command(run_dir, data_path, derivatives, protocol, methods, lambdas, fprs, percentile, schedule, max_steps,
+            median_size, erosion, min_component, precision, batch_size):
     """Calibrate a trained run on healthy data; writes RUN_DIR/calibration-<method>.json.
 
     Thresholds never come from test labels: the 98th percentile of post-processed
@@ -63,7 +71,7 @@ def command(run_dir, data_path, protocol, methods, lambdas, fprs, percentile, sc
     Example:
       tfuad calibrate runs/svae --data demo_data --method residual --method intensity
     """
-    from tfuad.data.layouts import discover
+    from tfuad.data.bids import discover_dataset
     from tfuad.detection.methods import methods_for
     from tfuad.files import ensure_writable_dir
     from tfuad.postprocessing.filters import PostprocessConfig
@@ -72,7 +80,7 @@ def command(run_dir, data_path, protocol, methods, lambdas, fprs, percentile, sc
 
     run = RunDir(run_dir)
     ensure_writable_dir(run.path)
-    dataset = discover(data_path)
+    dataset = discover_dataset(data_path, derivatives=derivatives)
     if protocol:
         dataset = dataset.with_protocol(protocol)
     postprocess = PostprocessConfig(median_size=median_size, erosion_iterations=erosion,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import FPR, schedule_options, train_config, training_options
+from tfuad.cli.options import FPR, derivatives_option, schedule_options, train_config, training_options
 from tfuad.models import MODEL_NAMES
 
 
@@ -11,6 +11,7 @@ from tfuad.models import MODEL_NAMES
 @click.argument("model", type=click.Choice(MODEL_NAMES, case_sensitive=False))
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True),
               help="Dataset with labelled cases (lesion masks); healthy-only subjects train every fold.")
+@derivatives_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: folds.json, one run per fold (fold-<i>/) and the merged report (report/).")
 @click.option("--folds", "k", type=click.IntRange(min=2), default=5, show_default=True, help="Number of folds.")
@@ -28,8 +29,8 @@ from tfuad.models import MODEL_NAMES
               help="Bootstrap resamples of the subjects for every interval.")
 @training_options
 @schedule_options(default="fast")
-def command(model, data_path, out_dir, k, fold_seed, calib_per_fold, healthy_calib, methods, fprs, median_size,
-            resamples, schedule, max_steps, **params):
+def command(model, data_path, derivatives, out_dir, k, fold_seed, calib_per_fold, healthy_calib, methods, fprs,
+            median_size, resamples, schedule, max_steps, **params):
     """Cross-validate MODEL: every labelled case is tested once, by a model that never saw it.
 
     For each fold: train MODEL on the other folds' training cases (their
@@ -43,7 +44,7 @@ def command(model, data_path, out_dir, k, fold_seed, calib_per_fold, healthy_cal
     Example:
       tfuad crossval vae --data ../shared/data/brats18 --folds 7 --out cv/vae --method map-tv --method intensity
     """
-    from tfuad.data.layouts import discover
+    from tfuad.data.bids import discover_dataset
     from tfuad.detection.methods import get_method
     from tfuad.postprocessing.filters import PostprocessConfig
     from tfuad.reports.tables import Bootstrap, markdown_table, measures_table
@@ -55,7 +56,8 @@ def command(model, data_path, out_dir, k, fold_seed, calib_per_fold, healthy_cal
     config = train_config(model, params)
     calibration = {"fprs": limits, "postprocess": PostprocessConfig(median_size=median_size),
                    "schedule": schedule, "max_steps": max_steps}
-    summary = crossval(discover(data_path), out_dir, config, k=k, seed=fold_seed, calib_per_fold=calib_per_fold,
+    dataset = discover_dataset(data_path, derivatives=derivatives)
+    summary = crossval(dataset, out_dir, config, k=k, seed=fold_seed, calib_per_fold=calib_per_fold,
                        healthy_calib=healthy_calib, methods=methods, calibration=calibration,
                        evaluation={"bootstrap": Bootstrap(resamples=resamples)}, log=click.echo)
     click.echo(markdown_table(summary["methods"]))

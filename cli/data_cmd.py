@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from tfuad.cli.options import derivatives_option
+
 
 @click.group()
 def data():
@@ -37,11 +39,12 @@ def demo(out_dir, seed, size, figure):
 @data.command("info")
 @click.argument("dataset", type=click.Path(exists=True))
 @click.option("--protocol", default=None, help="Assign splits from a named protocol (e.g. brats-healthy-slices).")
-def info(dataset, protocol):
+@derivatives_option
+def info(dataset, protocol, derivatives):
     """List the subjects, modalities, masks and splits found in DATASET (a folder or manifest CSV)."""
-    from tfuad.data.layouts import discover
+    from tfuad.data.bids import discover_dataset
 
-    ds = discover(dataset)
+    ds = discover_dataset(dataset, derivatives=derivatives)
     if protocol:
         ds = ds.with_protocol(protocol)
     click.echo(f"{ds.root}: layout {ds.layout}, {len(ds.subjects)} subjects, modalities {', '.join(ds.modalities)}")

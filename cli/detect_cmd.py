@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import FPR, batch_size_option, method_option, precision_option, schedule_options
+from tfuad.cli.options import (
+    FPR,
+    batch_size_option,
+    derivatives_option,
+    method_option,
+    precision_option,
+    schedule_options,
+)
 
 
 @click.command("detect")
@@ -38,11 +45,12 @@ from tfuad.cli.options import FPR, batch_size_option, method_option, precision_o
 @click.option("--template-space", is_flag=True,
               help="With --raw, also write the template-grid map, mask, preprocessed image and brain mask "
                    "(<name>_template.nii.gz).")
+@derivatives_option
 @schedule_options()
 @precision_option
 @batch_size_option
 def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_mask, force, shard, bids_derivatives,
-            raw, template_space, schedule, max_steps, precision, batch_size):
+            raw, template_space, derivatives, schedule, max_steps, precision, batch_size):
     """Detect lesions in INPUT volumes (NIfTI files or dataset folders).
 
     For each subject writes the folder OUT/<subject>/, as one set (a killed run
@@ -71,4 +79,4 @@ def command(inputs, run_dir, out_dir, method, fpr, percentile, modality, brain_m
                     brain_mask=brain_mask, force=force, batch_size=batch_size, schedule=schedule,
                     max_steps=max_steps, precision=precision, log=click.echo,
                     shard=parse_shard(shard) if shard is not None else None, bids_derivatives=bids_derivatives,
-                    raw=raw, template_space=template_space)
+                    raw=raw, template_space=template_space, derivatives=derivatives)

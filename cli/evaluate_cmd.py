@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import batch_size_option, method_option, precision_option, schedule_options
+from tfuad.cli.options import (
+    batch_size_option,
+    derivatives_option,
+    method_option,
+    precision_option,
+    schedule_options,
+)
 
 
 @click.command("evaluate")
@@ -11,6 +17,7 @@ from tfuad.cli.options import batch_size_option, method_option, precision_option
               help="Trained and calibrated run directory.")
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True),
               help="Dataset with labelled test subjects (split 'test', or all subjects with lesion masks).")
+@derivatives_option
 @click.option("--protocol", default=None, help="Assign splits from a named protocol (e.g. brats-healthy-slices).")
 @click.option("--modality", default=None,
               help="Must match the modality the model was trained on [default: the model's].")
@@ -22,7 +29,7 @@ from tfuad.cli.options import batch_size_option, method_option, precision_option
 @schedule_options()
 @precision_option
 @batch_size_option
-def command(run_dir, data_path, protocol, modality, out_dir, methods, resamples, seed, schedule, max_steps,
+def command(run_dir, data_path, derivatives, protocol, modality, out_dir, methods, resamples, seed, schedule, max_steps,
             precision, batch_size):
     """Score a calibrated run on labelled test subjects.
 
@@ -46,11 +53,11 @@ def command(run_dir, data_path, protocol, modality, out_dir, methods, resamples,
     Example:
       tfuad evaluate --model runs/svae --data demo_data --out report
     """
-    from tfuad.data.layouts import discover
+    from tfuad.data.bids import discover_dataset
     from tfuad.reports.tables import Bootstrap, markdown_table, measures_table
     from tfuad.workflows.evaluate import evaluate_run
 
-    dataset = discover(data_path)
+    dataset = discover_dataset(data_path, derivatives=derivatives)
     if protocol:
         dataset = dataset.with_protocol(protocol)
     summary = evaluate_run(run_dir, dataset, out_dir, methods=methods, modality=modality, batch_size=batch_size,

@@ -20,8 +20,9 @@ def command(folders, out_dir, montage):
     to OUT: train, calibrate and evaluate read it directly), OUT/qc.csv (one
     row per subject: status, shard, split, seconds, registration metric and QC
     numbers, or the error of a failed subject), OUT/qc_montage.png and, for
-    detect shards, OUT/detections.csv. Shards that left no record and failed
-    subjects are named; the exit code is then 1.
+    detect shards, OUT/detections.csv (one row per scan: its set, or the error
+    of a scan that failed). Shards that left no record and failed subjects are
+    named; the exit code is then 1.
 
     \b
     Example (a SLURM array of 10 tasks, --array=0-9, each with --shard $SLURM_ARRAY_TASK_ID/10):
@@ -40,6 +41,7 @@ def command(folders, out_dir, montage):
         click.echo(f"shards without a record (not run, or still running): {', '.join(result.missing_shards)}",
                    err=True)
     if result.failed:
-        click.echo(f"{len(result.failed)} failed: {', '.join(sorted(result.failed))} (errors in qc.csv)", err=True)
+        tables = " and ".join(p.name for p in result.written if p.name in ("qc.csv", "detections.csv"))
+        click.echo(f"{len(result.failed)} failed: {', '.join(sorted(result.failed))} (errors in {tables})", err=True)
     if result.missing_shards or result.failed:
         sys.exit(1)

@@ -6,8 +6,8 @@ import math
 
 import click
 
-__all__ = ["schedule_options", "batch_size_option", "precision_option", "method_option", "FPR", "training_options",
-           "train_config", "TRAINING_PARAMS"]
+__all__ = ["schedule_options", "batch_size_option", "precision_option", "method_option", "derivatives_option", "FPR",
+           "training_options", "train_config", "TRAINING_PARAMS"]
 
 
 class _Fraction(click.ParamType):
@@ -81,6 +81,15 @@ def precision_option(command):
                         help="Network precision [default: the one the method was calibrated with, else the "
                              "model's own]; thresholds depend on it, so another one than calibrated is "
                              "refused.")(command)
+
+
+def derivatives_option(command):
+    """``--derivatives-pipeline NAME``: the one BIDS derivatives pipeline a dataset's masks are read from."""
+    return click.option("--derivatives-pipeline", "derivatives", default=None, metavar="NAME",
+                        help="For a BIDS dataset: read the lesion and brain masks only from derivatives/NAME/ "
+                             "(e.g. one rater's or one segmentation tool's folder) [default: from every folder "
+                             "under derivatives/ except tfuad's own outputs; a subject with masks in two of "
+                             "them is refused, naming both files].")(command)
 
 
 def batch_size_option(command):

@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from tfuad.cli.options import derivatives_option
+
 
 def _steps(ctx, param, value):
     from tfuad.errors import ConfigError
@@ -50,8 +52,10 @@ def _steps(ctx, param, value):
               help="Run only shard K of N of the cohort (K from 0, e.g. $SLURM_ARRAY_TASK_ID/10): every N-th of "
                    "the sorted subject ids from position K. Shards may share --out; 'tfuad merge' writes the "
                    "manifest and QC table of all of them.")
+@derivatives_option
 def command(inputs, out_dir, modality, template, resolution, steps, registration, standardize_fit,
-            standardize_reference, normalize, denoise_iterations, split, calib, seed, refine_mask, workers, shard):
+            standardize_reference, normalize, denoise_iterations, split, calib, seed, refine_mask, workers, shard,
+            derivatives):
     """Preprocess raw scans (NIfTI files or dataset folders) for training and detection.
 
     Steps, in order, each optional and recorded: reorient, N4 bias-field
@@ -91,7 +95,7 @@ def command(inputs, out_dir, modality, template, resolution, steps, registration
     from tfuad.data.shards import parse_shard
 
     shard = parse_shard(shard) if shard is not None else None
-    jobs = jobs_from_inputs(inputs, options.modality)
+    jobs = jobs_from_inputs(inputs, options.modality, derivatives=derivatives)
     result = run_batch(jobs, out_dir, options, workers=workers, log=click.echo, shard=shard)
     seconds = [r["seconds"] for r in result.done.values() if "seconds" in r]
     per = f", {sum(seconds) / len(seconds):.1f} s per subject" if seconds else ""

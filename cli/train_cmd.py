@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import train_config, training_options
+from tfuad.cli.options import derivatives_option, train_config, training_options
 from tfuad.models import MODEL_NAMES
 
 
 @click.command("train")
 @click.argument("model", type=click.Choice(MODEL_NAMES, case_sensitive=False))
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True),
-              help="Dataset folder (BraTS, MSLUB, IXI, demo layout; detected) or a manifest CSV.")
+              help="Dataset folder (BraTS, MSLUB, IXI, BIDS, demo layout; detected) or a manifest CSV.")
+@derivatives_option
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory: config, model, checkpoints, history, figures and TensorBoard logs go here.")
 @click.option("--protocol", default=None,
@@ -27,7 +28,8 @@ from tfuad.models import MODEL_NAMES
 @click.option("--overwrite", is_flag=True,
               help="Replace the tfuad run in --out (only tfuad's files are removed; a folder that is not a "
                    "tfuad run, or a symbolic link, is refused).")
-def train(model, data_path, run_dir, protocol, strategy, resume, include_failed_qc, overwrite, **params):
+def train(model, data_path, derivatives, run_dir, protocol, strategy, resume, include_failed_qc, overwrite,
+          **params):
     """Train MODEL on the healthy slices of a dataset's training subjects.
 
     \b
@@ -48,10 +50,10 @@ def train(model, data_path, run_dir, protocol, strategy, resume, include_failed_
       tfuad train svae --data demo_data --modality flair --out runs/svae --epochs 5
       tfuad train gmvae --clusters 9 --data brats18 --protocol brats-healthy-slices --out runs/gmvae
     """
-    from tfuad.data.layouts import discover
+    from tfuad.data.bids import discover_dataset
     from tfuad.training import train as run_training
 
-    dataset = discover(data_path, include_failed_qc=include_failed_qc)
+    dataset = discover_dataset(data_path, derivatives=derivatives, include_failed_qc=include_failed_qc)
     if dataset.left_out:
         click.echo(f"left out {len(dataset.left_out)} subject(s) that failed registration QC "
                    f"(--include-failed-qc to train on them): {', '.join(dataset.left_out)}")

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+from helpers import cli
 
 #: Real scans live beside the project (``../shared/data``), never inside it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -33,18 +34,24 @@ TINY_SAE = ("-O", "base_filters=8", "-O", "max_filters=16")
 def trained_run(tmp_path_factory, demo_data):
     """A spatial AE trained for two short epochs on the demo data, calibrated for residual maps and
     the intensity baseline."""
-    from click.testing import CliRunner
-
-    from tfuad.cli.main import main
-
     run = tmp_path_factory.mktemp("runs") / "sae"
-    runner = CliRunner()
-    result = runner.invoke(main, ["train", "sae", "--data", str(demo_data), "--out", str(run), "--epochs", "2",
-                                  "--image-size", "64", "--batch-size", "16", *TINY_SAE])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(main, ["calibrate", str(run), "--data", str(demo_data), "--method", "residual",
-                                  "--method", "intensity"])
-    assert result.exit_code == 0, result.output
+    cli("train", "sae", "--data", demo_data, "--out", run, "--epochs", 2, "--image-size", 64, "--batch-size", 16,
+        *TINY_SAE, check=True)
+    cli("calibrate", run, "--data", demo_data, "--method", "residual", "--method", "intensity", check=True)
+    return run
+
+
+@pytest.fixture(scope="session")
+def raw_run(tmp_path_factory, demo_data):
+    """A tiny run trained on a dataset made by ``tfuad preprocess`` (its settings recorded), calibrated for
+    the intensity baseline: ``tfuad detect --raw`` takes raw scans with it."""
+    base = tmp_path_factory.mktemp("raw_run")
+    prep, run = base / "prep", base / "run"
+    cli("preprocess", demo_data, "--out", prep, "--modality", "flair", "--steps", "reorient,resample,normalize",
+        "--standardize-fit", check=True)
+    cli("train", "sae", "--data", prep, "--modality", "flair", "--out", run, "--epochs", 1, "--image-size", 64,
+        "--batch-size", 16, *TINY_SAE, check=True)
+    cli("calibrate", run, "--data", prep, "--method", "intensity", check=True)
     return run
 
 

@@ -6,9 +6,8 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import cli
 
-from tfuad.cli.main import main
 from tfuad.data.bids import derivative_prefix, parse_name, read_bids
 from tfuad.data.layouts import discover
 from tfuad.errors import DatasetError
@@ -73,6 +72,32 @@ def test_ambiguous_files_are_refused_naming_both(bids_root):
         read_bids(bids_root, derivatives="rater3")
 
 
+def test_the_derivatives_pipeline_is_chosen_on_the_command_line(bids_root, tmp_path, demo_data):
+    other = bids_root / "derivatives" / "rater2" / "sub-02" / "ses-1" / "anat"
+    _nii(other / "sub-02_ses-1_desc-lesion_mask.nii.gz")
+    both = cli("data", "info", bids_root)
+    assert both.exit_code == 1 and "two lesion masks for sub-02 session 1" in both.output
+    chosen = cli("data", "info", bids_root, "--derivatives-pipeline", "rater2")
+    assert chosen.exit_code == 0, chosen.output
+    assert "  sub-02_ses-1 [test]: flair, t1, t2; lesion mask\n" in chosen.output
+
+    out = tmp_path / "prep"
+    cli("preprocess", bids_root, "--out", out, "--modality", "flair", "--steps", "reorient",
+        "--derivatives-pipeline", "rater2", check=True)
+    records = {s: json.loads((out / s / "preprocess.json").read_text())["inputs"] for s in ("sub-01", "sub-02_ses-1")}
+    assert records["sub-02_ses-1"]["lesion_mask"] == str(other / "sub-02_ses-1_desc-lesion_mask.nii.gz")
+    assert records["sub-01"]["brain_mask"] is None  # its brain mask is in derivatives/manual, not read
+    assert discover(out).subject("sub-02_ses-1").lesion_mask.is_file()
+
+    unknown = cli("data", "info", bids_root, "--derivatives-pipeline", "rater3")
+    assert unknown.exit_code == 1 and "no derivatives folder 'rater3' (derivatives/: manual, rater2)" in unknown.output
+    not_bids = cli("data", "info", demo_data, "--derivatives-pipeline", "manual")
+    assert not_bids.exit_code == 1 and "is not a BIDS dataset" in not_bids.output
+    for command in (["train"], ["calibrate"], ["evaluate"], ["crossval"], ["preprocess"], ["detect"], ["data", "info"]):
+        text = cli(*command, "--help", check=True).output
+        assert "--derivatives-pipeline NAME" in text and "derivatives/NAME/" in " ".join(text.split()), command
+
+
 def test_derivative_names_follow_the_source_entities():
     assert parse_name("sub-01_ses-2_acq-mprage_T1w.nii.gz") == ({"sub": "01", "ses": "2", "acq": "mprage"}, "T1w")
     assert parse_name("IXI002-Guys-0828_T1.nii.gz") is None
@@ -89,9 +114,7 @@ def test_detect_writes_a_bids_derivatives_dataset_that_reads_back(tmp_path, trai
     (root / "sub-b" / "ses-pre" / "anat").mkdir(parents=True)
     shutil.copy2(subjects[1].image("flair"), root / "sub-b" / "ses-pre" / "anat" / "sub-b_ses-pre_FLAIR.nii.gz")
     out = root / "derivatives" / "tfuad"
-    result = CliRunner().invoke(main, ["detect", str(root), "--model", str(trained_run), "--out", str(out),
-                                       "--bids-derivatives"])
-    assert result.exit_code == 0, result.output
+    cli("detect", root, "--model", trained_run, "--out", out, "--bids-derivatives", check=True)
 
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "tfuad"

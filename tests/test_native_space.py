@@ -12,22 +12,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from click.testing import CliRunner
+from helpers import cli
 from scipy import ndimage as ndi
 
-from tfuad.cli.main import main
-from tfuad.errors import DataError
+from tfuad.errors import PreprocessStepError
 from tfuad.preprocess.io import RAS_TO_LPS, from_sitk, to_sitk
 from tfuad.preprocess.native import native_transform, preprocess_scan, to_native
 from tfuad.preprocess.registration import resample, transform_record
 from tfuad.preprocess.template import load_template
-
-#: The tiny spatial AE of the other end-to-end tests (tests/conftest.py).
-TINY_SAE = ("-O", "base_filters=8", "-O", "max_filters=16")
-
-
-def _cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _rotation(axis: int, degrees: float) -> np.ndarray:
@@ -90,22 +82,6 @@ def test_to_native_maps_a_point_there_and_back():
 # --------------------------------------------------------------------------- the command, end to end
 
 
-@pytest.fixture(scope="module")
-def raw_run(tmp_path_factory, demo_data):
-    """A tiny run trained on a dataset made by ``tfuad preprocess`` (its settings recorded), calibrated."""
-    base = tmp_path_factory.mktemp("raw_run")
-    prep, run = base / "prep", base / "run"
-    result = _cli("preprocess", demo_data, "--out", prep, "--modality", "flair", "--steps",
-                  "reorient,resample,normalize", "--standardize-fit")
-    assert result.exit_code == 0, result.output
-    result = _cli("train", "sae", "--data", prep, "--modality", "flair", "--out", run, "--epochs", "1",
-                  "--image-size", "64", "--batch-size", "16", *TINY_SAE)
-    assert result.exit_code == 0, result.output
-    result = _cli("calibrate", run, "--data", prep, "--method", "intensity")
-    assert result.exit_code == 0, result.output
-    return run
-
-
 def _raw_scan_with_lesion(demo_data, path, *, radius: float = 8.0):
     """A demo FLAIR resampled onto a scanner-like grid, with a bright ball at a known world place."""
     source = nib.load(demo_data / "sub-calib000" / "sub-calib000_flair.nii.gz")
@@ -141,8 +117,8 @@ def test_a_lesion_in_a_raw_scan_comes_back_at_its_place(tmp_path, raw_run, demo_
     centre, ball = _raw_scan_with_lesion(demo_data, scan)
     before = scan.read_bytes()
     out = tmp_path / "out"
-    result = _cli("detect", scan, "--raw", "--template-space", "--model", raw_run, "--out", out, "--method",
-                  "intensity", "--fpr", 0.01)
+    result = cli("detect", scan, "--raw", "--template-space", "--model", raw_run, "--out", out, "--method",
+                 "intensity", "--fpr", 0.01)
     assert result.exit_code == 0, result.output
     assert scan.read_bytes() == before  # the input is never modified
     folder = out / "scanner_flair"
@@ -179,7 +155,7 @@ def test_a_raw_batch_names_each_bad_scan_on_one_line_and_finishes_the_others(tmp
     truncated = tmp_path / "truncated.nii.gz"
     truncated.write_bytes(good.read_bytes()[:5000])
     out = tmp_path / "out"
-    result = _cli("detect", truncated, good, "--raw", "--model", raw_run, "--out", out, "--method", "intensity")
+    result = cli("detect", truncated, good, "--raw", "--model", raw_run, "--out", out, "--method", "intensity")
     assert result.exit_code == 1
     bad = [line for line in result.output.splitlines() if "subject truncated: " in line]  # after a progress bar
     assert len(bad) == 1 and f"{truncated}: truncated or corrupt" in bad[0], result.output
@@ -189,12 +165,12 @@ def test_a_raw_batch_names_each_bad_scan_on_one_line_and_finishes_the_others(tmp
 
 def test_raw_detection_needs_a_run_that_records_its_preprocessing(tmp_path, trained_run, demo_data):
     scan = demo_data / "sub-test000" / "sub-test000_flair.nii.gz"
-    result = _cli("detect", scan, "--raw", "--model", trained_run, "--out", tmp_path / "out")
+    result = cli("detect", scan, "--raw", "--model", trained_run, "--out", tmp_path / "out")
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "config.json" in lines[0] and "records no raw-scan preprocessing" in lines[0], lines
     assert not (tmp_path / "out").exists()
-    result = _cli("detect", scan, "--template-space", "--model", trained_run, "--out", tmp_path / "out")
+    result = cli("detect", scan, "--template-space", "--model", trained_run, "--out", tmp_path / "out")
     assert result.exit_code == 1 and "--template-space goes with --raw" in result.output
 
 
@@ -203,10 +179,30 @@ def test_a_scan_that_cannot_be_registered_is_named_in_one_line(tmp_path):
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random((60, 60, 2)).astype(np.float32), np.eye(4)), flat)
     record = {"options": {"modality": "t1", "steps": ["reorient", "register", "extract", "resample", "normalize"]},
               "standardizer": None}
-    with pytest.raises(DataError) as caught:
+    with pytest.raises(PreprocessStepError) as caught:
         preprocess_scan(flat, "flat", record, tmp_path / "work")
+    assert caught.value.step == "register" and caught.value.path == str(flat)
     message = str(caught.value)
-    assert message.startswith(f"{flat}: cannot be registered to the template") and "\n" not in message
+    assert message.startswith(f"{flat}: cannot be registered to the template (SimpleITK: ") and "\n" not in message
+
+
+def test_a_failing_step_is_named_in_the_typed_error_and_in_the_batch_line(tmp_path):
+    """A brain of one intensity cannot be normalised: the error names the scan and the step, wherever it runs."""
+    constant = tmp_path / "constant.nii.gz"
+    data = np.zeros((12, 14, 10), np.float32)
+    data[3:9, 4:10, 2:8] = 7.0
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), constant)
+    record = {"options": {"modality": "t1", "steps": ["reorient", "normalize"]}, "standardizer": None}
+    with pytest.raises(PreprocessStepError) as caught:
+        preprocess_scan(constant, "constant", record, tmp_path / "work")
+    assert caught.value.step == "normalize"
+    assert str(caught.value).startswith(f"{constant}: intensity normalisation failed (brain intensities between "
+                                        "percentiles (0.5, 99.5) are constant (7))")
+    result = cli("preprocess", constant, "--out", tmp_path / "prep", "--steps", "reorient,normalize")
+    assert result.exit_code == 1
+    lines = [line[line.index("subject constant: "):] for line in result.output.splitlines()
+             if "subject constant: " in line]  # after a progress bar
+    assert lines == [f"subject constant: {caught.value}"], result.output
 
 
 # --------------------------------------------------------------------------- a real whole-head scan

@@ -54,6 +54,25 @@ class DatasetError(DataError):
     """A dataset folder or manifest cannot be used as asked."""
 
 
+class PreprocessStepError(DataError):
+    """A preprocessing step failed on one scan (e.g. it cannot be registered to the template).
+
+    Args:
+        path: The scan.
+        step: The step that failed, one of :data:`tfuad.preprocess.pipeline.STEPS`.
+        problem: What went wrong, as a short phrase.
+
+    Example:
+        >>> err = PreprocessStepError("scan.nii.gz", "register", "cannot be registered to the template")
+        >>> err.step, str(err)
+        ('register', 'scan.nii.gz: cannot be registered to the template')
+    """
+
+    def __init__(self, path, step: str, problem: str):
+        self.step = step
+        super().__init__(path, problem)
+
+
 class ArrayError(TfuadError, ValueError):
     """An array or value given to a compute function is unusable (shape, dtype, range, NaN)."""
 

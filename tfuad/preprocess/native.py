@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -164,40 +163,20 @@ def preprocess_scan(image, subject: str, raw: dict, work_dir, *, brain_mask=None
         transform to the template.
 
     Raises:
-        DataError: the scan cannot be read, registered or brain-extracted (one line naming it). A
-            registration that fails quality control is returned with its ``qc`` record (a lesion can
+        DataError: the scan or its brain mask cannot be read (one line naming it).
+        PreprocessStepError: a step failed on the scan, e.g. it cannot be registered or
+            brain-extracted (one line naming it; ``step`` names the step). A registration that fails
+            quality control is no error: the record comes back with its ``qc`` entry (a lesion can
             lower the similarity to the template; the caller warns).
         ConfigError: the record is not usable.
     """
-    from tfuad.preprocess.pipeline import Job, _intensity, _spatial
+    from tfuad.preprocess.pipeline import Job, run_intensity_steps, run_spatial_steps
 
     options = options_from_record(raw, source=source)
     work_dir = Path(work_dir)
     job = Job(subject, os.fspath(image), None if brain_mask is None else os.fspath(brain_mask), source=os.fspath(image))
-    try:
-        record = _spatial(job, options, work_dir)
-        return _intensity(record, options, work_dir, raw.get("standardizer"))
-    except RuntimeError as err:  # SimpleITK: e.g. no overlap with the template during registration
-        text = re.split(r"ERROR: \S+\(0x[0-9a-fA-F]+\): ", " ".join(str(err).split()))[-1]
-        raise DataError(image, f"{_failed_step(err)} (SimpleITK: {text[:200]})") from None
-
-
-#: What a SimpleITK failure inside each pipeline function means for the scan.
-_FAILURES = {"_register": "cannot be registered to the template",
-             "_correct_intensities": "bias correction or denoising failed",
-             "_resample": "cannot be resampled onto the template grid",
-             "_extract": "brain extraction failed"}
-
-
-def _failed_step(err: BaseException) -> str:
-    """The step a pipeline error came from, in words (from the traceback's function names)."""
-    import traceback
-
-    names = [frame.name for frame in traceback.extract_tb(err.__traceback__)]
-    for name in reversed(names):
-        if name in _FAILURES:
-            return _FAILURES[name]
-    return "cannot be preprocessed as the run's training data were"
+    record = run_spatial_steps(job, options, work_dir)
+    return run_intensity_steps(record, options, work_dir, raw.get("standardizer"))
 
 
 def native_transform(record: dict):

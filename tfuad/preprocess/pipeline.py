@@ -25,9 +25,12 @@ interpolation. Output folder::
     <subject>/preprocess.json      every step, its parameters, the transform, versions, timings
     qc/<subject>.png, qc_montage.png
 
-Subjects run in two phases (spatial steps, then intensity steps once a
-standardiser is fitted on the whole batch), each over a process pool. A subject
-that fails is reported on one line and left out; the others finish.
+Subjects run in two phases, each over a process pool: :func:`run_spatial_steps`
+(:func:`load_subject`, :func:`correct_intensities`, :func:`register_to_template`,
+:func:`resample_to_template`, :func:`extract_brain`), then, once a standardiser is
+fitted on the whole batch, :func:`run_intensity_steps`. A step that fails on a
+scan raises :class:`~tfuad.errors.PreprocessStepError`, whose ``step`` names it; the
+subject is reported on one line and left out, and the others finish.
 
 Every registered subject gets an automatic quality score once on the template
 grid (:func:`tfuad.preprocess.qc.registration_qc`): a subject that fails it is
@@ -45,10 +48,12 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import csv
 import multiprocessing
 import os
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,11 +61,12 @@ from pathlib import Path
 import numpy as np
 
 from tfuad.data.nifti import nifti_stem
-from tfuad.errors import ConfigError, DataError, DatasetError
+from tfuad.errors import ArrayError, ConfigError, DataError, DatasetError, PreprocessStepError
 from tfuad.files import atomic_path, check_name, read_json, write_json
 
 __all__ = ["STEPS", "DEFAULT_STEPS", "NORMALIZE_MODES", "PreprocessOptions", "Job", "BatchResult",
-           "jobs_from_inputs", "run_batch", "parse_steps"]
+           "jobs_from_inputs", "run_batch", "parse_steps", "run_spatial_steps", "run_intensity_steps",
+           "load_subject", "correct_intensities", "register_to_template", "resample_to_template", "extract_brain"]
 
 #: Every step, in the order they run.
 STEPS = ("reorient", "bias", "denoise", "register", "extract", "resample", "standardize", "normalize")
@@ -190,21 +196,27 @@ class BatchResult:
     qc_failed: dict = field(default_factory=dict)
 
 
-def jobs_from_inputs(inputs, modality: str) -> list:
+def jobs_from_inputs(inputs, modality: str, *, derivatives: str | None = None) -> list:
     """Jobs from NIfTI files, DICOM series folders and dataset folders / manifests.
 
-    Dataset folders and manifests are read by :func:`tfuad.data.layouts.discover`.
+    Dataset folders and manifests are read by :func:`tfuad.data.bids.discover_dataset`.
+
+    Args:
+        inputs: The files and folders.
+        modality: The image to read from dataset folders.
+        derivatives: Read a BIDS dataset's lesion and brain masks only from ``derivatives/<derivatives>``
+            (default: every pipeline but tfuad's own outputs).
 
     Raises:
         DatasetError: a subject id appears twice.
     """
+    from tfuad.data.bids import discover_dataset
     from tfuad.data.dicom import is_dicom_folder
-    from tfuad.data.layouts import discover
 
     jobs = []
     for path in inputs:
         if (Path(path).is_dir() and not is_dicom_folder(path)) or str(path).lower().endswith(".csv"):
-            for s in discover(path).subjects:
+            for s in discover_dataset(path, derivatives=derivatives).subjects:
                 image = s.images.get(modality)
                 jobs.append(Job(s.id, os.fspath(image) if image else "", _fs(s.brain_mask), _fs(s.lesion_mask),
                                 s.split, bool(s.healthy) if s.healthy else None, _fs(s.source or path)))
@@ -224,6 +236,30 @@ def _fs(path):
 
 # --------------------------------------------------------------------------- phase 1: spatial steps
 
+#: What the failure of each step means for the scan (the start of its error message).
+_STEP_FAILURES = {"bias": "N4 bias-field correction failed", "denoise": "denoising failed",
+                  "register": "cannot be registered to the template",
+                  "resample": "cannot be resampled onto the template grid", "extract": "brain extraction failed",
+                  "standardize": "histogram standardisation failed", "normalize": "intensity normalisation failed"}
+
+
+@contextlib.contextmanager
+def _step(name: str, path):
+    """Run one step's work; a failure that names no file becomes a :class:`~tfuad.errors.PreprocessStepError`.
+
+    SimpleITK's errors (``RuntimeError``) and array errors are turned into one line naming the
+    scan (``path``) and the step (``name``).
+    """
+    try:
+        yield
+    except RuntimeError as err:  # SimpleITK, e.g. no overlap with the template during registration
+        text = re.split(r"ERROR: \S+\(0x[0-9a-fA-F]+\): ", " ".join(str(err).split()))[-1]
+        raise PreprocessStepError(path, name, f"{_STEP_FAILURES[name]} (SimpleITK: {text[:200]})") from err
+    except (ArrayError, DataError) as err:
+        if isinstance(err, DataError) and err.path:  # names its file already
+            raise
+        raise PreprocessStepError(path, name, f"{_STEP_FAILURES[name]} ({err})") from err
+
 
 def _versions() -> dict:
     import SimpleITK as sitk
@@ -241,27 +277,51 @@ def _out_paths(out_dir: Path, subject: str, modality: str) -> dict:
             "qc": out_dir / "qc" / f"{subject}.png"}
 
 
-def _spatial(job: Job, options: PreprocessOptions, out_dir: Path) -> dict:
-    """Phase 1 of one subject: load, bias, denoise, register, extract, resample; writes image and masks."""
+def run_spatial_steps(job: Job, options: PreprocessOptions, out_dir: Path) -> dict:
+    """Phase 1 of one subject: load, bias, denoise, register, resample, extract; writes the image and masks.
+
+    Args:
+        job: The subject.
+        options: The run's settings (which steps run, and how).
+        out_dir: The output folder (the subject's files go to ``out_dir/<subject>/``).
+
+    Returns:
+        The subject's record so far: inputs, steps with their settings and the transform, QC scores,
+        output file names (:func:`run_intensity_steps` completes and writes it).
+
+    Raises:
+        DataError: the image or a mask cannot be read or does not fit the image.
+        PreprocessStepError: a step failed on the scan (its ``step`` names it).
+    """
     from tfuad.preprocess.io import to_sitk
     from tfuad.preprocess.template import load_template
 
     start = time.perf_counter()
-    volume, brain, lesion, record = _load_subject(job, options)
-    image = _correct_intensities(to_sitk(volume.data, volume.affine), brain, volume.affine, options, record)
+    volume, brain, lesion, record = load_subject(job, options)
+    image = correct_intensities(job, to_sitk(volume.data, volume.affine), brain, volume.affine, options, record)
     template = load_template(options.resolution, options.template)
-    transform = _register(image, template, options, record, whole_head=_whole_head(job, options))
-    data, brain, lesion, write_affine = _resample(image, brain, lesion, volume.affine, template, transform, options,
-                                                  record)
-    brain = _extract(data, brain, image, template, transform, job, options, record)
+    transform = register_to_template(job, image, template, options, record)
+    data, brain, lesion, write_affine = resample_to_template(job, image, brain, lesion, volume.affine, template,
+                                                             transform, options, record)
+    brain = extract_brain(job, data, brain, image, template, transform, options, record)
     record["qc"] = _registration_qc(data, brain, template, job, options, record)
     record["outputs"] = _write_spatial(out_dir, job, options, volume, data, brain, lesion, write_affine)
     record["seconds_spatial"] = round(time.perf_counter() - start, 3)
     return record
 
 
-def _load_subject(job: Job, options: PreprocessOptions):
-    """The volume, its brain and lesion masks (or ``None``) and the subject's record."""
+def load_subject(job: Job, options: PreprocessOptions) -> tuple:
+    """Read a subject's image (``reorient``: in canonical RAS+ voxel order) and masks, and start its record.
+
+    Returns:
+        ``(volume, brain, lesion, record)``: the :class:`~tfuad.data.nifti.Volume`, the brain mask
+        (the subject's file, else its non-zero voxels; ``None`` when ``extract`` will make it), the
+        lesion mask or ``None``, and the record.
+
+    Raises:
+        DataError: no image, an unreadable file, a mask that does not fit the image, or an image
+            with no non-zero voxel to use as brain mask.
+    """
     from tfuad.data.nifti import load_mask, load_volume
     from tfuad.data.preprocessing import brain_mask_from_image
 
@@ -287,17 +347,35 @@ def _load_subject(job: Job, options: PreprocessOptions):
     return volume, brain, lesion, record
 
 
-def _correct_intensities(image, brain, affine, options: PreprocessOptions, record: dict):
-    """N4 bias-field correction and curvature-flow denoising, as the steps ask."""
+def correct_intensities(job: Job, image, brain, affine, options: PreprocessOptions, record: dict):
+    """Steps ``bias`` (N4 bias-field correction) and ``denoise`` (curvature flow), as the options ask.
+
+    Args:
+        job: The subject (named in errors).
+        image: Its image (SimpleITK).
+        brain: Its brain mask (array on the image's grid), or ``None``: N4 then estimates over the
+            whole image.
+        affine: The image's voxel-to-world affine (places the mask).
+        options: The run's settings.
+        record: The subject's record; each step run is appended to its ``steps``.
+
+    Returns:
+        The corrected image (SimpleITK).
+
+    Raises:
+        PreprocessStepError: a step failed (``step`` is ``bias`` or ``denoise``).
+    """
     from tfuad.preprocess import bias, denoise
     from tfuad.preprocess.io import to_sitk
 
     if "bias" in options.steps:
-        image, info = bias.n4_correct(image, None if brain is None else to_sitk(brain, affine),
-                                      shrink=options.n4_shrink)
+        with _step("bias", job.image):
+            image, info = bias.n4_correct(image, None if brain is None else to_sitk(brain, affine),
+                                          shrink=options.n4_shrink)
         record["steps"].append({"name": "bias", **info})
     if "denoise" in options.steps:
-        image, info = denoise.curvature_flow(image, iterations=options.denoise_iterations)
+        with _step("denoise", job.image):
+            image, info = denoise.curvature_flow(image, iterations=options.denoise_iterations)
         record["steps"].append({"name": "denoise", **info})
     return image
 
@@ -307,34 +385,74 @@ def _whole_head(job: Job, options: PreprocessOptions) -> bool:
     return "extract" in options.steps and not job.brain_mask
 
 
-def _register(image, template, options: PreprocessOptions, record: dict, *, whole_head: bool = False):
-    """The transform to the template (``None`` without the register step); a whole head loses its scalp first."""
+def register_to_template(job: Job, image, template, options: PreprocessOptions, record: dict):
+    """Step ``register``: rigid or affine registration of the image to the template.
+
+    A whole-head scan (its brain mask to come from the template) is registered also without its
+    scalp, and the better result kept (:func:`tfuad.preprocess.registration.register`).
+
+    Args:
+        job: The subject (named in errors; whether it is a whole head).
+        image: Its image (SimpleITK).
+        template: The :class:`~tfuad.preprocess.template.Template`.
+        options: The run's settings.
+        record: The subject's record; the step, its metric and transform are appended to its ``steps``.
+
+    Returns:
+        The transform taking template points to the image's (SimpleITK), or ``None`` without the step.
+
+    Raises:
+        PreprocessStepError: the registration failed (e.g. the image and the template do not overlap).
+    """
     from tfuad.preprocess import registration
     from tfuad.preprocess.io import to_sitk
 
     if "register" not in options.steps:
         return None
-    transform, info = registration.register(image, to_sitk(template.image, template.affine),
-                                            to_sitk(template.mask, template.affine), kind=options.registration,
-                                            sampling=options.sampling, seed=options.seed,
-                                            scalp_mm=registration.SCALP_MM if whole_head else 0.0)
+    with _step("register", job.image):
+        transform, info = registration.register(image, to_sitk(template.image, template.affine),
+                                                to_sitk(template.mask, template.affine), kind=options.registration,
+                                                sampling=options.sampling, seed=options.seed,
+                                                scalp_mm=registration.SCALP_MM if _whole_head(job, options) else 0.0)
     info["transform"] = registration.transform_record(transform)
     record["steps"].append({"name": "register", "template": f"{template.name} {template.resolution} mm", **info})
     return transform
 
 
-def _resample(image, brain, lesion, affine, template, transform, options: PreprocessOptions, record: dict):
-    """The image and masks on the template grid (or as they are): ``(data, brain, lesion, affine)``."""
+def resample_to_template(job: Job, image, brain, lesion, affine, template, transform, options: PreprocessOptions,
+                         record: dict) -> tuple:
+    """Step ``resample``: the image (linear) and its masks (nearest neighbour) onto the template grid.
+
+    Through the registration when there is one, else through world coordinates. Without the step
+    everything stays on the image's own grid.
+
+    Args:
+        job: The subject (named in errors).
+        image: Its image (SimpleITK).
+        brain, lesion: Its masks (arrays on the image's grid), or ``None``.
+        affine: The image's voxel-to-world affine.
+        template: The :class:`~tfuad.preprocess.template.Template`.
+        transform: From :func:`register_to_template`, or ``None``.
+        options: The run's settings.
+        record: The subject's record; the step and the grid are appended to its ``steps``.
+
+    Returns:
+        ``(data, brain, lesion, affine)``: the image array, the masks and the grid's affine.
+
+    Raises:
+        PreprocessStepError: the resampling failed.
+    """
     from tfuad.preprocess import registration
     from tfuad.preprocess.io import from_sitk, to_sitk
 
     if "resample" not in options.steps:
         return from_sitk(image)[0], brain, lesion, affine
     t0 = time.perf_counter()
-    grid = to_sitk(template.image, template.affine)
-    image = registration.resample(image, grid, transform, interpolation="linear")
-    masks = [None if m is None else registration.resample(to_sitk(m, affine), grid, transform,
-                                                           interpolation="nearest") for m in (brain, lesion)]
+    with _step("resample", job.image):
+        grid = to_sitk(template.image, template.affine)
+        image = registration.resample(image, grid, transform, interpolation="linear")
+        masks = [None if m is None else registration.resample(to_sitk(m, affine), grid, transform,
+                                                               interpolation="nearest") for m in (brain, lesion)]
     brain, lesion = (None if m is None else from_sitk(m)[0] > 0 for m in masks)
     record["steps"].append({"name": "resample", "grid": f"{template.name} {template.resolution} mm",
                             "shape": list(template.shape), "affine": template.affine.tolist(),
@@ -344,29 +462,49 @@ def _resample(image, brain, lesion, affine, template, transform, options: Prepro
     return from_sitk(image)[0], brain, lesion, template.affine
 
 
-def _extract(data, brain, image, template, transform, job: Job, options: PreprocessOptions, record: dict):
-    """The brain mask: the subject's, or the template's carried over (and optionally refined)."""
+def extract_brain(job: Job, data, brain, image, template, transform, options: PreprocessOptions,
+                  record: dict):
+    """Step ``extract``: the brain mask, the subject's own or the template's carried over (and optionally refined).
+
+    Args:
+        job: The subject (named in errors).
+        data: The image array on its current grid (the template's after ``resample``).
+        brain: The subject's brain mask on that grid, or ``None`` (then the template's is carried over).
+        image: The image (SimpleITK) on its own grid (the mask is carried there without ``resample``).
+        template: The :class:`~tfuad.preprocess.template.Template`.
+        transform: From :func:`register_to_template`.
+        options: The run's settings.
+        record: The subject's record; the step is appended to its ``steps``.
+
+    Returns:
+        The brain mask (bool array on ``data``'s grid).
+
+    Raises:
+        PreprocessStepError: the extraction failed or found no brain (``step`` ``extract``), or the
+            subject's own mask is empty once resampled (``step`` ``resample``).
+    """
     from tfuad.preprocess import brain_extraction, registration
     from tfuad.preprocess.io import from_sitk, to_sitk
 
     if "extract" in options.steps and brain is None:
         t0 = time.perf_counter()
-        if "resample" in options.steps:
-            prior = template.mask
-        else:
-            carried = registration.resample(to_sitk(template.mask, template.affine), image, transform.GetInverse(),
-                                            interpolation="nearest")
-            prior = from_sitk(carried)[0] > 0
-        brain = brain_extraction.refine_brain_mask(data, prior) if options.refine_mask else np.asarray(prior, bool)
+        with _step("extract", job.image):
+            if "resample" in options.steps:
+                prior = template.mask
+            else:
+                carried = registration.resample(to_sitk(template.mask, template.affine), image,
+                                                transform.GetInverse(), interpolation="nearest")
+                prior = from_sitk(carried)[0] > 0
+            brain = brain_extraction.refine_brain_mask(data, prior) if options.refine_mask else np.asarray(prior, bool)
         if not brain.any():
-            raise DataError(job.image, "brain extraction found no brain")
+            raise PreprocessStepError(job.image, "extract", "brain extraction found no brain")
         record["steps"].append({"name": "extract", "method": "atlas (template brain mask carried over)"
                                 + (", refined" if options.refine_mask else ""),
                                 "voxels": int(brain.sum()), "seconds": round(time.perf_counter() - t0, 3)})
     elif "extract" in options.steps:
         record["steps"].append({"name": "extract", "method": "kept the subject's brain mask file"})
     if not brain.any():
-        raise DataError(job.image, "brain mask is empty after resampling")
+        raise PreprocessStepError(job.image, "resample", "brain mask is empty after resampling")
     return brain
 
 
@@ -412,8 +550,23 @@ def _write_spatial(out_dir: Path, job: Job, options: PreprocessOptions, volume, 
 # --------------------------------------------------------------------------- phase 2: intensity steps
 
 
-def _intensity(record: dict, options: PreprocessOptions, out_dir: Path, standardizer_dict: dict | None) -> dict:
-    """Phase 2 of one subject: standardise, normalise, write the image, its QC figure and record."""
+def run_intensity_steps(record: dict, options: PreprocessOptions, out_dir: Path,
+                        standardizer_dict: dict | None) -> dict:
+    """Phase 2 of one subject: steps ``standardize`` and ``normalize``; writes the image, its QC figure and record.
+
+    Args:
+        record: The subject's record from :func:`run_spatial_steps` (its files are in ``out_dir``).
+        options: The run's settings.
+        out_dir: The output folder.
+        standardizer_dict: The landmarks of the histogram standardisation
+            (:meth:`~tfuad.data.standardize.HistogramStandardizer.to_dict`), or ``None`` without it.
+
+    Returns:
+        The completed record (also written as ``preprocess.json``).
+
+    Raises:
+        PreprocessStepError: a step failed (e.g. ``normalize`` on a brain of constant intensity).
+    """
     from tfuad.data.nifti import load_mask, load_volume, save_volume
     from tfuad.data.preprocessing import PreprocessConfig, normalize_intensity
     from tfuad.data.standardize import HistogramStandardizer
@@ -425,9 +578,11 @@ def _intensity(record: dict, options: PreprocessOptions, out_dir: Path, standard
     brain = load_mask(paths["brain_mask"], volume, what="brain mask")
     data = volume.data.astype(np.float64)
     scale = None
+    source = record["inputs"]["image"]
     if "standardize" in options.steps:
         standardizer = HistogramStandardizer.from_dict(standardizer_dict)
-        data = standardizer.apply(data, brain)
+        with _step("standardize", source):
+            data = standardizer.apply(data, brain)
         scale = (standardizer.standard[0], standardizer.standard[-1])
         record["steps"].append({"name": "standardize", "mode": options.standardize, **standardizer.to_dict(),
                                 "reference": options.standardizer if options.standardize == "apply"
@@ -438,7 +593,8 @@ def _intensity(record: dict, options: PreprocessOptions, out_dir: Path, standard
             how = "standard landmarks (first, last) -> (0, 1), floor 0"
         else:
             config = PreprocessConfig(percentiles=(0.5, 99.5))
-            data = normalize_intensity(data, brain, config)
+            with _step("normalize", source):
+                data = normalize_intensity(data, brain, config)
             how = "per-volume brain percentiles (0.5, 99.5) -> (0, 1), clipped"
         record["steps"].append({"name": "normalize", "mode": "unit", "how": how, "background": 0.0})
     data = np.where(brain, data, 0.0).astype(np.float32)
@@ -721,13 +877,14 @@ def run_batch(jobs: list, out_dir, options: PreprocessOptions, *, workers: int =
         result.failed[subject] = line
         bar.write(line) if progress else log(line)
 
-    records = _map(_spatial, [(j, (j, options, out_dir)) for j in todo], workers, "spatial steps",
+    records = _map(run_spatial_steps, [(j, (j, options, out_dir)) for j in todo], workers, "spatial steps",
                    on_error, progress)
     if records and options.standardize == "fit":
         standardizer = _fit_standardizer(out_dir, records, options)
     for subject, record in records.items():
         record["split"], record["healthy"] = splits.get(subject) or None, by_id[subject].healthy
-    records = _map(_intensity, [(by_id[s], (r, options, out_dir, standardizer)) for s, r in sorted(records.items())],
+    records = _map(run_intensity_steps,
+                   [(by_id[s], (r, options, out_dir, standardizer)) for s, r in sorted(records.items())],
                    workers, "intensity + QC", on_error, progress)
     _note_split(finished, by_id, splits, out_dir, options)
     records = dict(sorted({**records, **finished}.items()))

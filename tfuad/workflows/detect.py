@@ -54,25 +54,32 @@ class DetectionInput:
     brain_mask: Path | None = None
 
 
-def detection_inputs(paths, modality: str, *, brain_mask=None) -> list[DetectionInput]:
+def detection_inputs(paths, modality: str, *, brain_mask=None, derivatives: str | None = None) -> list[DetectionInput]:
     """The volumes to score from NIfTI files and dataset folders or manifests.
 
     A file's subject id is its name without extension (a DICOM series folder: the folder's name); a
     dataset subject keeps its id.
 
+    Args:
+        paths: NIfTI files, DICOM series folders, dataset folders or manifests.
+        modality: The image to read from dataset folders.
+        brain_mask: The brain mask of a single input file.
+        derivatives: Read a BIDS dataset's brain masks only from ``derivatives/<derivatives>``
+            (:func:`tfuad.data.bids.discover_dataset`).
+
     Raises:
         ConfigError: ``brain_mask`` with more than one input, an id that is no safe folder
             name, or two inputs with one id.
     """
+    from tfuad.data.bids import discover_dataset
     from tfuad.data.dicom import is_dicom_folder
-    from tfuad.data.layouts import discover
     from tfuad.data.nifti import nifti_stem
 
     items = []
     for path in paths:
         if (Path(path).is_dir() and not is_dicom_folder(path)) or str(path).endswith(".csv"):
             items += [DetectionInput(s.id, Path(s.image(modality)), s.brain_mask and Path(s.brain_mask))
-                      for s in discover(path).subjects]
+                      for s in discover_dataset(path, derivatives=derivatives).subjects]
         else:
             items.append(DetectionInput(nifti_stem(path), Path(path)))
     if brain_mask is not None:
@@ -231,12 +238,14 @@ def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: 
                     percentile: float | None = None, modality: str | None = None, brain_mask=None,
                     force: bool = False, batch_size: int | None = None, log=print, shard: tuple | None = None,
                     bids_derivatives: bool = False, raw: bool = False, template_space: bool = False,
-                    **options) -> list[dict]:
+                    derivatives: str | None = None, **options) -> list[dict]:
     """Score volumes with a calibrated run and write each subject's output set into ``out_dir``.
 
     A subject whose set an earlier run finished for the same input, run, method and threshold is
     not redone. With ``shard=(K, N)`` only shard K of N of the inputs' subjects is scored
-    (:mod:`tfuad.data.shards`), and ``OUT/shards/shard-K-of-N.json`` records it. With
+    (:mod:`tfuad.data.shards`), and ``OUT/shards/shard-K-of-N.json`` records it: its subjects,
+    those done, those finished before, and those that failed with their error lines (a rerun
+    retries these; ``tfuad merge`` lists them). With
     ``bids_derivatives`` OUT is a BIDS derivatives dataset (:mod:`tfuad.data.bids`):
     ``dataset_description.json`` and ``OUT/sub-X/[ses-Y/]anat/`` sets.
 
@@ -259,10 +268,15 @@ def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: 
             written on the scan's own grid (:mod:`tfuad.workflows.raw_scan`); a scan that fails is
             named on one line and the others finish.
         template_space: With ``raw``, also write the template-grid map, mask, image and brain mask.
+        derivatives: Read the brain masks of BIDS inputs only from their ``derivatives/<derivatives>``
+            (default: every pipeline but tfuad's own outputs).
         **options: Method options (MAP-TV: ``schedule``, ``max_steps``), checked against the calibration.
 
     Returns:
         The per-subject records (also written as ``detection.json``).
+
+    Raises:
+        DatasetError: some raw scans failed (after the others' sets and the shard record are written).
     """
     if fpr is not None and percentile is not None:
         raise ConfigError("choose one of --fpr and --percentile")
@@ -277,7 +291,7 @@ def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: 
         from tfuad.workflows.raw_scan import raw_setup
 
         raw = raw_setup(detector, template_space=template_space)  # refuse a run without the record before work
-    items = detection_inputs(inputs, trained, brain_mask=brain_mask)
+    items = detection_inputs(inputs, trained, brain_mask=brain_mask, derivatives=derivatives)
     if not items:
         raise DatasetError(inputs[0] if inputs else ".", "no volume to score")
     cohort = len(items)
@@ -293,13 +307,17 @@ def detect_to_files(run_dir, inputs, out_dir, *, method: str = "residual", fpr: 
         from tfuad.data.bids import write_dataset_description
 
         write_dataset_description(out, name="tfuad anomaly maps and lesion masks", version=tfuad.__version__)
-    records = _write_all(detector, items, threshold, out, force, log, bids_derivatives, raw or None)
+    records, skipped, failed = _write_all(detector, items, threshold, out, force, log, bids_derivatives, raw or None)
     if shard is not None:
         from tfuad.data.shards import shard_label
 
         write_json({"command": "detect", "shard": list(shard), "cohort": cohort,
                     "subjects": sorted(i.subject for i in items), "done": sorted(r["subject"] for r in records),
-                    "failed": {}}, out / "shards" / f"{shard_label(*shard)}.json")
+                    "skipped": sorted(skipped), "failed": dict(sorted(failed.items()))},
+                   out / "shards" / f"{shard_label(*shard)}.json")
+    if failed:
+        raise DatasetError(out, f"{len(failed)} of {len(items)} scans failed (each named above: "
+                                f"{', '.join(failed)}); the other sets were written")
     return records
 
 
@@ -314,13 +332,19 @@ def _check_bids_folders(items, modality: str) -> None:
 
 
 def _write_all(detector: Detector, items, threshold: float, out: Path, force: bool, log,
-               bids: bool = False, raw=None) -> list[dict]:
+               bids: bool = False, raw=None) -> tuple[list[dict], list[str], dict]:
+    """Write every item's set: ``(records, skipped, failed)``.
+
+    ``records`` are the sets written or finished before, ``skipped`` the subjects of the latter,
+    and ``failed`` maps each raw scan that failed (``raw``) to its error line; without ``raw`` the
+    first failure is raised.
+    """
     from tqdm.auto import tqdm
 
     modality = detector.config["data"]["modality"]
     for item in items:  # refuse before any work
         _claim(out / _set_layout(item, modality, bids)[0], force)
-    records, failed = [], []
+    records, skipped, failed = [], [], {}
     method = detector.method.describe()
     for item in tqdm(items, desc="volumes", unit="volume", disable=len(items) < 2):
         folder = out / _set_layout(item, modality, bids)[0]
@@ -332,18 +356,16 @@ def _write_all(detector: Detector, items, threshold: float, out: Path, force: bo
 
             log(f"{item.image}: finished before with this run, method and threshold, not redone -> {folder}")
             records.append(json.loads((folder / RECORD_NAME).read_text()))
+            skipped.append(item.subject)
             continue
         try:
             record = _write_set(detector, item, threshold, out, force, log, bids, raw)
         except TfuadError as err:  # --raw batches: one bad scan does not stop the others
             if raw is None:
                 raise
-            failed.append(item.subject)
-            log(f"subject {item.subject}: {err}")
+            failed[item.subject] = line = f"subject {item.subject}: {err}"
+            log(line)
             continue
         log(f"{item.image}: {record['lesion_voxels']} lesion voxels, {record['seconds']:.2f} s -> {folder}")
         records.append(record)
-    if failed:
-        raise DatasetError(out, f"{len(failed)} of {len(items)} scans failed (each named above: {', '.join(failed)}); "
-                           "the other sets were written")
-    return records
+    return records, skipped, failed

@@ -14,7 +14,8 @@ use one each. :func:`merge_shards` reads them all and writes into ``out``:
 ``qc_montage.png``
     the QC montage of every preprocessed subject (``montage=False`` leaves it out);
 ``detections.csv``
-    one row per detection set: subject, lesion voxels, threshold, method, folder, input.
+    one row per subject of the detect shards: status (``done`` / ``failed``), shard, lesion
+    voxels, threshold, method, seconds, folder and input, or the error line of a scan that failed.
 
 Shards that left no record, subjects found in two folders, and subjects that
 failed are reported in the result (:class:`MergeResult`), so a cohort with a gap is
@@ -50,7 +51,8 @@ class MergeResult:
     Attributes:
         subjects: Preprocessed subjects merged into the manifest.
         detections: Subjects with a detection set.
-        failed: Subject -> error line, from the shard records.
+        failed: Subject -> error line, from the shard records (subjects without a record of their
+            command only: a failure that a rerun fixed is not listed).
         missing_shards: ``"preprocess 3/10"``-style names of shards that left no record.
         written: Paths of the files written.
     """
@@ -175,17 +177,20 @@ def _merge_preprocess(records: dict, shards: dict, failed: dict, out: Path, resu
         result.written.append(plot_montage(montage_items, out / "qc_montage.png"))
 
 
-def _merge_detections(records: dict, shards: dict, out: Path, result: MergeResult) -> None:
+def _merge_detections(records: dict, shards: dict, failed: dict, out: Path, result: MergeResult) -> None:
     shard_of = _shard_of(shards, "detect")
     rows = []
     for subject, path in sorted(records.items()):
         record = read_json(path)
-        rows.append({"subject": subject, "shard": shard_of.get(subject, ""),
+        rows.append({"subject": subject, "status": "done", "shard": shard_of.get(subject, ""),
                      "lesion_voxels": record.get("lesion_voxels", ""), "threshold": record.get("threshold", ""),
                      "method": record.get("method", ""), "seconds": record.get("seconds", ""),
                      "folder": _relative(path.parent, out), "input": record.get("input", "")})
+    rows += [{"subject": subject, "status": "failed", "shard": shard_of.get(subject, ""), "error": line}
+             for subject, line in sorted(failed.items())]
     result.detections = sorted(records)
-    columns = ["subject", "shard", "lesion_voxels", "threshold", "method", "seconds", "folder", "input"]
+    columns = ["subject", "status", "shard", "lesion_voxels", "threshold", "method", "seconds", "folder", "input",
+               "error"]
     result.written.append(_write_csv(out / "detections.csv", columns, rows))
 
 
@@ -225,18 +230,22 @@ def merge_shards(folders, out_dir, *, montage: bool = True) -> MergeResult:
             except (KeyError, TypeError):
                 raise DatasetError(p, "detection record names no subject") from None
     detections = _unique(detections, "detection record")
-    if not preprocess and not detections:
-        raise DatasetError(paths[0], "holds no preprocess.json or detection.json record of tfuad "
-                                     "(give the --out folders of the shards)")
     result = MergeResult()
+    failed = {"preprocess": {}, "detect": {}}
     for (command, n), by_k in sorted(shards.items()):
         result.missing_shards += [f"{command} {k}/{n}" for k in range(n) if k not in by_k]
         for record in by_k.values():
-            result.failed.update(record.get("failed") or {})
-    result.failed = {s: line for s, line in result.failed.items() if s not in preprocess and s not in detections}
+            failed.setdefault(command, {}).update(record.get("failed") or {})
+    # a subject that failed once and succeeded on a rerun (of its own or another shard) is done
+    failed_preprocess = {s: line for s, line in failed["preprocess"].items() if s not in preprocess}
+    failed_detect = {s: line for s, line in failed["detect"].items() if s not in detections}
+    if not preprocess and not detections and not failed_detect:
+        raise DatasetError(paths[0], "holds no preprocess.json or detection.json record of tfuad "
+                                     "(give the --out folders of the shards)")
+    result.failed = {**failed_preprocess, **failed_detect}
     out = ensure_writable_dir(out_dir)
     if preprocess:
-        _merge_preprocess(preprocess, shards, result.failed, out, result, montage)
-    if detections:
-        _merge_detections(detections, shards, out, result)
+        _merge_preprocess(preprocess, shards, failed_preprocess, out, result, montage)
+    if detections or failed_detect:
+        _merge_detections(detections, shards, failed_detect, out, result)
     return result

@@ -139,7 +139,8 @@ def score_raw_scan(detector, item, threshold: float, raw: RawSetup, out: Path) -
         out: The output folder (holds the scratch folder while the scan is preprocessed).
 
     Raises:
-        DataError: the scan cannot be read, registered or brain-extracted (one line naming it).
+        DataError: the scan cannot be read, or a preprocessing step failed on it
+            (:class:`~tfuad.errors.PreprocessStepError`, naming the step); one line naming the scan.
     """
     from tfuad.data.nifti import load_volume
     from tfuad.detection.detector import DetectionResult
