@@ -71,7 +71,7 @@ def command(run_dir, data_path, derivatives, protocol, methods, lambdas, fprs, p
     Example:
       tfuad calibrate runs/svae --data demo_data --method residual --method intensity
     """
-    from tfuad.data.bids import discover_dataset
+    from tfuad.data.layouts import discover
     from tfuad.detection.methods import methods_for
     from tfuad.files import ensure_writable_dir
     from tfuad.postprocessing.filters import PostprocessConfig
@@ -80,7 +80,7 @@ def command(run_dir, data_path, derivatives, protocol, methods, lambdas, fprs, p
 
     run = RunDir(run_dir)
     ensure_writable_dir(run.path)
-    dataset = discover_dataset(data_path, derivatives=derivatives)
+    dataset = discover(data_path, derivatives=derivatives)
     if protocol:
         dataset = dataset.with_protocol(protocol)
     postprocess = PostprocessConfig(median_size=median_size, erosion_iterations=erosion,

@@ -44,7 +44,7 @@ def command(model, data_path, derivatives, out_dir, k, fold_seed, calib_per_fold
     Example:
       tfuad crossval vae --data ../shared/data/brats18 --folds 7 --out cv/vae --method map-tv --method intensity
     """
-    from tfuad.data.bids import discover_dataset
+    from tfuad.data.layouts import discover
     from tfuad.detection.methods import get_method
     from tfuad.postprocessing.filters import PostprocessConfig
     from tfuad.reports.tables import Bootstrap, markdown_table, measures_table
@@ -56,7 +56,7 @@ def command(model, data_path, derivatives, out_dir, k, fold_seed, calib_per_fold
     config = train_config(model, params)
     calibration = {"fprs": limits, "postprocess": PostprocessConfig(median_size=median_size),
                    "schedule": schedule, "max_steps": max_steps}
-    dataset = discover_dataset(data_path, derivatives=derivatives)
+    dataset = discover(data_path, derivatives=derivatives)
     summary = crossval(dataset, out_dir, config, k=k, seed=fold_seed, calib_per_fold=calib_per_fold,
                        healthy_calib=healthy_calib, methods=methods, calibration=calibration,
                        evaluation={"bootstrap": Bootstrap(resamples=resamples)}, log=click.echo)

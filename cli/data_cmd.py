@@ -42,9 +42,9 @@ def demo(out_dir, seed, size, figure):
 @derivatives_option
 def info(dataset, protocol, derivatives):
     """List the subjects, modalities, masks and splits found in DATASET (a folder or manifest CSV)."""
-    from tfuad.data.bids import discover_dataset
+    from tfuad.data.layouts import discover
 
-    ds = discover_dataset(dataset, derivatives=derivatives)
+    ds = discover(dataset, derivatives=derivatives)
     if protocol:
         ds = ds.with_protocol(protocol)
     click.echo(f"{ds.root}: layout {ds.layout}, {len(ds.subjects)} subjects, modalities {', '.join(ds.modalities)}")

@@ -53,11 +53,11 @@ def command(run_dir, data_path, derivatives, protocol, modality, out_dir, method
     Example:
       tfuad evaluate --model runs/svae --data demo_data --out report
     """
-    from tfuad.data.bids import discover_dataset
+    from tfuad.data.layouts import discover
     from tfuad.reports.tables import Bootstrap, markdown_table, measures_table
     from tfuad.workflows.evaluate import evaluate_run
 
-    dataset = discover_dataset(data_path, derivatives=derivatives)
+    dataset = discover(data_path, derivatives=derivatives)
     if protocol:
         dataset = dataset.with_protocol(protocol)
     summary = evaluate_run(run_dir, dataset, out_dir, methods=methods, modality=modality, batch_size=batch_size,

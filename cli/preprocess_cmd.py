@@ -30,7 +30,7 @@ def _steps(ctx, param, value):
 @click.option("--resolution", type=click.Choice(["1", "2"]), default="2", show_default=True,
               help="Template grid (mm).")
 @click.option("--steps", default=None, callback=_steps,
-              help="Comma-separated steps [default: reorient,bias,denoise,register,extract,resample,normalize]; "
+              help="Comma-separated steps [default: reorient,bias,denoise,register,resample,extract,normalize]; "
                    "'all'. Leave out 'extract' for skull-stripped scans (their non-zero voxels are the brain).")
 @click.option("--registration", type=click.Choice(["rigid", "affine"]), default="affine", show_default=True)
 @click.option("--standardize-fit", is_flag=True,

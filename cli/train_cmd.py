@@ -50,10 +50,10 @@ def train(model, data_path, derivatives, run_dir, protocol, strategy, resume, in
       tfuad train svae --data demo_data --modality flair --out runs/svae --epochs 5
       tfuad train gmvae --clusters 9 --data brats18 --protocol brats-healthy-slices --out runs/gmvae
     """
-    from tfuad.data.bids import discover_dataset
+    from tfuad.data.layouts import discover
     from tfuad.training import train as run_training
 
-    dataset = discover_dataset(data_path, derivatives=derivatives, include_failed_qc=include_failed_qc)
+    dataset = discover(data_path, derivatives=derivatives, include_failed_qc=include_failed_qc)
     if dataset.left_out:
         click.echo(f"left out {len(dataset.left_out)} subject(s) that failed registration QC "
                    f"(--include-failed-qc to train on them): {', '.join(dataset.left_out)}")

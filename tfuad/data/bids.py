@@ -20,8 +20,9 @@ image's own space: no ``space-`` entity, or ``space-orig``. They are looked for 
 every pipeline folder under ``ROOT/derivatives/`` (and in the raw ``anat`` folders) except
 those ``tfuad detect`` wrote (their masks are predictions, not labels);
 ``read_bids(root, derivatives="NAME")`` reads only ``derivatives/NAME``, and so does
-:func:`discover_dataset` (the commands' ``--derivatives-pipeline NAME``). A subject with
-masks in two pipelines is refused, naming both files.
+:func:`tfuad.data.layouts.discover` with ``derivatives`` (the commands'
+``--derivatives-pipeline NAME``). A subject with masks in two pipelines is refused,
+naming both files.
 
 Writing (``tfuad detect --bids-derivatives``): the output folder becomes a BIDS
 derivatives dataset (:func:`write_dataset_description`), each subject's set in
@@ -41,9 +42,9 @@ import os
 import re
 from pathlib import Path
 
-from tfuad.errors import ConfigError, DatasetError
+from tfuad.errors import DatasetError
 
-__all__ = ["SUFFIX_MODALITIES", "BIDS_VERSION", "parse_name", "is_bids_root", "read_bids", "discover_dataset",
+__all__ = ["SUFFIX_MODALITIES", "BIDS_VERSION", "parse_name", "is_bids_root", "read_bids",
            "derivative_prefix", "derivative_names", "write_dataset_description", "modality_suffix", "sidecar"]
 
 #: BIDS suffix -> tfuad modality (``T1w`` with a ``ce-`` entity is ``t1ce``).
@@ -255,35 +256,6 @@ def read_bids(root, *, derivatives: str | None = None) -> list:
             subjects.append(Subject(sid, images, lesion_mask=masks.get("lesion"), brain_mask=masks.get("brain"),
                                     split=split, healthy=healthy, source=anat))
     return sorted(subjects, key=lambda s: s.id)
-
-
-def discover_dataset(path, *, derivatives: str | None = None, include_failed_qc: bool = False):
-    """A dataset as :func:`tfuad.data.layouts.discover` finds it, or a BIDS dataset with its masks from one pipeline.
-
-    Args:
-        path: A dataset folder or a manifest CSV file (:func:`~tfuad.data.layouts.discover`).
-        derivatives: Read the lesion and brain masks of a BIDS dataset only from
-            ``derivatives/<derivatives>`` (:func:`read_bids`); ``None``: as
-            :func:`~tfuad.data.layouts.discover` does, from every pipeline but tfuad's own outputs.
-        include_failed_qc: Keep manifest rows marked ``qc=fail`` (:func:`~tfuad.data.layouts.discover`).
-
-    Returns:
-        A :class:`~tfuad.data.layouts.Dataset`.
-
-    Raises:
-        ConfigError: ``derivatives`` named for a path that is not a BIDS dataset.
-        DatasetError: as :func:`~tfuad.data.layouts.discover` and :func:`read_bids` (e.g. no folder
-            ``derivatives/<derivatives>``).
-    """
-    from tfuad.data.layouts import Dataset, discover
-
-    if derivatives is None:
-        return discover(path, include_failed_qc=include_failed_qc)
-    root = Path(os.fspath(path)).expanduser().resolve()
-    if not is_bids_root(root):
-        raise ConfigError(f"{root}: is not a BIDS dataset (sub-*/[ses-*/]anat folders); a derivatives pipeline "
-                          f"({derivatives!r}) is chosen only for one")
-    return Dataset(root, "bids", read_bids(root, derivatives=derivatives))
 
 
 def derivative_prefix(subject: str, image=None) -> tuple[Path, str]:

@@ -394,6 +394,15 @@ def _read_bids(root: Path) -> list[Subject]:
     return read_bids(root) if is_bids_root(root) else []
 
 
+def _read_bids_pipeline(root: Path, derivatives: str) -> Dataset:
+    from tfuad.data.bids import is_bids_root, read_bids
+
+    if not is_bids_root(root):
+        raise ConfigError(f"{root}: is not a BIDS dataset (sub-*/[ses-*/]anat folders); a derivatives pipeline "
+                          f"({derivatives!r}) is chosen only for one")
+    return Dataset(root, "bids", read_bids(root, derivatives=derivatives))
+
+
 _FOLDER_READERS = {"bids": _read_bids, "brats": _read_brats, "mslub": _read_mslub, "ixi": _read_ixi}
 
 
@@ -555,7 +564,8 @@ def read_manifest(csv_path) -> Dataset:
     return _read_manifest(path, _is_demo(path))
 
 
-def discover(path, *, layout: str | None = None, include_failed_qc: bool = False) -> Dataset:
+def discover(path, *, layout: str | None = None, include_failed_qc: bool = False,
+             derivatives: str | None = None) -> Dataset:
     """Find the subjects of a dataset folder or a manifest CSV file.
 
     Args:
@@ -564,12 +574,16 @@ def discover(path, *, layout: str | None = None, include_failed_qc: bool = False
         layout: Force one of :data:`LAYOUTS` instead of detecting it.
         include_failed_qc: Keep manifest rows whose ``qc`` is ``fail`` (by default they are
             left out and named in :attr:`Dataset.left_out`).
+        derivatives: Read a BIDS dataset's lesion and brain masks only from
+            ``derivatives/<derivatives>`` (:func:`tfuad.data.bids.read_bids`; the commands'
+            ``--derivatives-pipeline``); ``None``: from every pipeline but tfuad's own outputs.
 
     Returns:
         A :class:`Dataset` with subjects sorted by id.
 
     Raises:
-        ConfigError: for an unknown ``layout`` name.
+        ConfigError: for an unknown ``layout`` name, or ``derivatives`` for a path that is not a
+            BIDS dataset.
         DatasetError: when ``path`` is neither a folder nor a CSV file, or no
             subject of a known (or the forced) layout is found; the message names
             the path and the layouts looked for.
@@ -583,6 +597,8 @@ def discover(path, *, layout: str | None = None, include_failed_qc: bool = False
     if layout is not None and layout not in LAYOUTS:
         raise ConfigError(f"unknown dataset layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     root = Path(os.fspath(path)).expanduser().resolve()
+    if derivatives is not None:
+        return _read_bids_pipeline(root, derivatives)
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DatasetError(root, f"not a dataset folder nor a manifest .csv file; {_LOOKED_FOR}")

@@ -132,7 +132,7 @@ class Detector:
         if calibration.postprocess and calibration.postprocess != self.postprocess.to_dict():
             raise ConfigError(f"{path}: calibrated with post-processing {calibration.postprocess}, "
                               f"but detection uses {self.postprocess.to_dict()}; calibrate again")
-        why = self.run.stale_calibration(self.name, weighted=self.model is not None)
+        why = None if self.model is None else self.run.weights_mismatch(calibration.weights)
         if why is not None:
             raise ConfigError(f"{path}: {why} (the model has changed since, e.g. trained further); "
                               f"{self._recalibrate_hint()}")

@@ -7,10 +7,10 @@ Steps, in this order, each optional (:data:`STEPS`):
 ``bias``         N4 bias-field correction (:mod:`tfuad.preprocess.bias`);
 ``denoise``      curvature-flow denoising (:mod:`tfuad.preprocess.denoise`);
 ``register``     rigid + affine registration to the template (:mod:`tfuad.preprocess.registration`);
+``resample``     onto the template grid (1 or 2 mm), through the registration when there is one;
 ``extract``      atlas-based brain extraction (:mod:`tfuad.preprocess.brain_extraction`); without it
                  the brain mask is the subject's own mask file or its non-zero voxels (skull-stripped
                  input);
-``resample``     onto the template grid (1 or 2 mm), through the registration when there is one;
 ``standardize``  Nyúl–Udupa histogram standardisation (:mod:`tfuad.data.standardize`), learned from
                  this batch (``fit``) or read from a saved reference (``apply``);
 ``normalize``    final scaling of brain intensities to ``[0, 1]``-like values, background 0.
@@ -69,9 +69,9 @@ __all__ = ["STEPS", "DEFAULT_STEPS", "NORMALIZE_MODES", "PreprocessOptions", "Jo
            "load_subject", "correct_intensities", "register_to_template", "resample_to_template", "extract_brain"]
 
 #: Every step, in the order they run.
-STEPS = ("reorient", "bias", "denoise", "register", "extract", "resample", "standardize", "normalize")
+STEPS = ("reorient", "bias", "denoise", "register", "resample", "extract", "standardize", "normalize")
 #: Steps run unless ``--steps`` says otherwise (``standardize`` runs when a standardiser is fitted or given).
-DEFAULT_STEPS = ("reorient", "bias", "denoise", "register", "extract", "resample", "normalize")
+DEFAULT_STEPS = ("reorient", "bias", "denoise", "register", "resample", "extract", "normalize")
 #: ``unit``: standardised scale (or per-volume 0.5/99.5 percentiles) mapped to [0, 1], floor 0;
 #: ``none``: intensities kept (background still 0).
 NORMALIZE_MODES = ("unit", "none")
@@ -199,7 +199,7 @@ class BatchResult:
 def jobs_from_inputs(inputs, modality: str, *, derivatives: str | None = None) -> list:
     """Jobs from NIfTI files, DICOM series folders and dataset folders / manifests.
 
-    Dataset folders and manifests are read by :func:`tfuad.data.bids.discover_dataset`.
+    Dataset folders and manifests are read by :func:`tfuad.data.layouts.discover`.
 
     Args:
         inputs: The files and folders.
@@ -210,13 +210,13 @@ def jobs_from_inputs(inputs, modality: str, *, derivatives: str | None = None) -
     Raises:
         DatasetError: a subject id appears twice.
     """
-    from tfuad.data.bids import discover_dataset
     from tfuad.data.dicom import is_dicom_folder
+    from tfuad.data.layouts import discover
 
     jobs = []
     for path in inputs:
         if (Path(path).is_dir() and not is_dicom_folder(path)) or str(path).lower().endswith(".csv"):
-            for s in discover_dataset(path, derivatives=derivatives).subjects:
+            for s in discover(path, derivatives=derivatives).subjects:
                 image = s.images.get(modality)
                 jobs.append(Job(s.id, os.fspath(image) if image else "", _fs(s.brain_mask), _fs(s.lesion_mask),
                                 s.split, bool(s.healthy) if s.healthy else None, _fs(s.source or path)))

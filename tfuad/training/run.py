@@ -103,12 +103,17 @@ class RunDir:
         path = self.calibration_path(method)
         if not path.is_file():
             return "is missing"
-        if not weighted:
-            return None
-        weights = read_json(path).get("weights")
-        if weights is None:
+        return self.weights_mismatch(read_json(path).get("weights")) if weighted else None
+
+    def weights_mismatch(self, fingerprint: str | None) -> str | None:
+        """Why maps made with the weights of ``fingerprint`` do not fit ``model.keras`` now, or ``None``.
+
+        Returns:
+            ``None``, ``"has no weights fingerprint"`` or ``"was made for other weights"``.
+        """
+        if fingerprint is None:
             return "has no weights fingerprint"
-        return None if weights == self.weights_fingerprint() else "was made for other weights"
+        return None if fingerprint == self.weights_fingerprint() else "was made for other weights"
 
     def weights_fingerprint(self) -> str:
         """SHA-256 of ``model.keras``: calibrations store it and are refused once the weights change."""

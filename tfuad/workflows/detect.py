@@ -65,21 +65,21 @@ def detection_inputs(paths, modality: str, *, brain_mask=None, derivatives: str 
         modality: The image to read from dataset folders.
         brain_mask: The brain mask of a single input file.
         derivatives: Read a BIDS dataset's brain masks only from ``derivatives/<derivatives>``
-            (:func:`tfuad.data.bids.discover_dataset`).
+            (:func:`tfuad.data.layouts.discover`).
 
     Raises:
         ConfigError: ``brain_mask`` with more than one input, an id that is no safe folder
             name, or two inputs with one id.
     """
-    from tfuad.data.bids import discover_dataset
     from tfuad.data.dicom import is_dicom_folder
+    from tfuad.data.layouts import discover
     from tfuad.data.nifti import nifti_stem
 
     items = []
     for path in paths:
         if (Path(path).is_dir() and not is_dicom_folder(path)) or str(path).endswith(".csv"):
             items += [DetectionInput(s.id, Path(s.image(modality)), s.brain_mask and Path(s.brain_mask))
-                      for s in discover_dataset(path, derivatives=derivatives).subjects]
+                      for s in discover(path, derivatives=derivatives).subjects]
         else:
             items.append(DetectionInput(nifti_stem(path), Path(path)))
     if brain_mask is not None:
@@ -339,33 +339,36 @@ def _write_all(detector: Detector, items, threshold: float, out: Path, force: bo
     and ``failed`` maps each raw scan that failed (``raw``) to its error line; without ``raw`` the
     first failure is raised.
     """
-    from tqdm.auto import tqdm
+    import json
+
+    from tfuad.workflows.progress import progress
 
     modality = detector.config["data"]["modality"]
     for item in items:  # refuse before any work
         _claim(out / _set_layout(item, modality, bids)[0], force)
     records, skipped, failed = [], [], {}
     method = detector.method.describe()
-    for item in tqdm(items, desc="volumes", unit="volume", disable=len(items) < 2):
-        folder = out / _set_layout(item, modality, bids)[0]
-        same = {"input": os.fspath(Path(item.image).resolve()), "run": os.fspath(detector.run.path.resolve()),
-                "brain_mask": item.brain_mask and os.fspath(Path(item.brain_mask).resolve()),
-                "method": method, "threshold": threshold, "space": raw and raw.space}
-        if _finished(folder, same):
-            import json
-
-            log(f"{item.image}: finished before with this run, method and threshold, not redone -> {folder}")
-            records.append(json.loads((folder / RECORD_NAME).read_text()))
-            skipped.append(item.subject)
-            continue
-        try:
-            record = _write_set(detector, item, threshold, out, force, log, bids, raw)
-        except TfuadError as err:  # --raw batches: one bad scan does not stop the others
-            if raw is None:
-                raise
-            failed[item.subject] = line = f"subject {item.subject}: {err}"
-            log(line)
-            continue
-        log(f"{item.image}: {record['lesion_voxels']} lesion voxels, {record['seconds']:.2f} s -> {folder}")
-        records.append(record)
+    with progress(len(items), desc="volumes", unit="volume", log=log, disable=len(items) < 2) as (bar, say):
+        for item in items:
+            folder = out / _set_layout(item, modality, bids)[0]
+            same = {"input": os.fspath(Path(item.image).resolve()), "run": os.fspath(detector.run.path.resolve()),
+                    "brain_mask": item.brain_mask and os.fspath(Path(item.brain_mask).resolve()),
+                    "method": method, "threshold": threshold, "space": raw and raw.space}
+            if _finished(folder, same):
+                say(f"{item.image}: finished before with this run, method and threshold, not redone -> {folder}")
+                records.append(json.loads((folder / RECORD_NAME).read_text()))
+                skipped.append(item.subject)
+            else:
+                try:
+                    record = _write_set(detector, item, threshold, out, force, say, bids, raw)
+                except TfuadError as err:  # --raw batches: one bad scan does not stop the others
+                    if raw is None:
+                        raise
+                    failed[item.subject] = line = f"subject {item.subject}: {err}"
+                    say(line)
+                else:
+                    say(f"{item.image}: {record['lesion_voxels']} lesion voxels, {record['seconds']:.2f} s "
+                        f"-> {folder}")
+                    records.append(record)
+            bar.update()
     return records, skipped, failed

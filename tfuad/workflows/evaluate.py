@@ -94,36 +94,44 @@ def _score_subjects(detectors: dict, subjects, modality: str, n_examples: int, l
     With ``groups`` (``{subject: lesion type}``), the examples show one slice of the first subject of
     every type; otherwise the slices with the most lesion voxels of the first lesioned subjects.
     """
-    from tqdm.auto import tqdm
+    from tfuad.workflows.progress import progress
 
+    with progress(len(subjects), desc="evaluating", unit="subject", log=log) as (bar, say):
+        for subject in subjects:
+            _score_subject(detectors, subject, modality, n_examples, say, rows, pooled, examples, groups)
+            bar.update()
+
+
+def _score_subject(detectors: dict, subject, modality: str, n_examples: int, log, rows, pooled, examples,
+                   groups: dict | None):
+    """Score one subject with every method; append its rows, pooled volumes and example slices."""
     first_name = next(iter(detectors))
     first = detectors[first_name]
-    for subject in tqdm(subjects, desc="evaluating", unit="subject"):
-        prep = first.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
-                             lesion_mask_path=subject.lesion_mask)
-        results = {}
-        regions = false_positive_regions(prep.lesion_mask, prep.brain_mask, spacing=prep.volume.zooms,
-                                         near_mm=NEAR_MM)  # once per subject, for every method
-        for method, det in detectors.items():
-            cal = det.calibration()
-            result = results[method] = det.run_volume(prep)
-            row = subject_row(subject.id, method, result.map, prep.lesion_mask, prep.brain_mask, cal.thresholds,
-                              det.segment, slices=prep.slices.shape[0], seconds=result.seconds,
-                              spacing=prep.volume.zooms, regions=regions)
-            rows.append(row)
-            for bucket, arr in zip(pooled[method], (result.map, prep.lesion_mask, prep.brain_mask)):
-                bucket.append(arr)
-            log(f"{subject.id} [{method}]: AUROC {row['auroc']:.3f}, best Dice {row['best_dice']:.3f}, "
-                f"{result.seconds:.1f} s")
-        group = (groups or {}).get(subject.id)
-        shown = {(groups or {}).get(label.split(":")[0]) for _, label in examples}  # labels: "<subject>: ..."
-        if len(examples) < n_examples and prep.lesion_mask.any() and not (groups and group in shown):
-            reference = None
-            if first_name != REFERENCE_METHOD and REFERENCE_METHOD in detectors:
-                reference = (detectors[REFERENCE_METHOD], results[REFERENCE_METHOD])
-            name = f"{subject.id}: {group}" if groups else subject.id
-            examples.extend(_example_rows(prep, results[first_name], first, 1 if groups else
-                                          n_examples - len(examples), name, reference))
+    prep = first.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
+                         lesion_mask_path=subject.lesion_mask)
+    results = {}
+    regions = false_positive_regions(prep.lesion_mask, prep.brain_mask, spacing=prep.volume.zooms,
+                                     near_mm=NEAR_MM)  # once per subject, for every method
+    for method, det in detectors.items():
+        cal = det.calibration()
+        result = results[method] = det.run_volume(prep)
+        row = subject_row(subject.id, method, result.map, prep.lesion_mask, prep.brain_mask, cal.thresholds,
+                          det.segment, slices=prep.slices.shape[0], seconds=result.seconds,
+                          spacing=prep.volume.zooms, regions=regions)
+        rows.append(row)
+        for bucket, arr in zip(pooled[method], (result.map, prep.lesion_mask, prep.brain_mask)):
+            bucket.append(arr)
+        log(f"{subject.id} [{method}]: AUROC {row['auroc']:.3f}, best Dice {row['best_dice']:.3f}, "
+            f"{result.seconds:.1f} s")
+    group = (groups or {}).get(subject.id)
+    shown = {(groups or {}).get(label.split(":")[0]) for _, label in examples}  # labels: "<subject>: ..."
+    if len(examples) < n_examples and prep.lesion_mask.any() and not (groups and group in shown):
+        reference = None
+        if first_name != REFERENCE_METHOD and REFERENCE_METHOD in detectors:
+            reference = (detectors[REFERENCE_METHOD], results[REFERENCE_METHOD])
+        name = f"{subject.id}: {group}" if groups else subject.id
+        examples.extend(_example_rows(prep, results[first_name], first, 1 if groups else
+                                      n_examples - len(examples), name, reference))
 
 
 def _summaries(detectors: dict, rows, pooled, bootstrap: Bootstrap):
