@@ -164,6 +164,54 @@ def test_total_variation_matches_tensorflow_and_its_gradient():
     np.testing.assert_allclose(tape.gradient(ours, d).numpy(), tape.gradient(ref, d).numpy(), atol=1e-6)
 
 
+def test_brain_tv_region_frees_a_constant_offset_inside_the_mask():
+    """``tv_region="brain"``: only pairs inside the mask count, so an offset inside the brain costs nothing."""
+    mask = np.zeros((1, 8, 8, 1), np.float32)
+    mask[0, 2:6, 1:7] = 1.0  # a 4 × 6 "brain"
+    d = tf.constant(0.5 * mask)  # X = Y + 0.5 inside, X = Y outside (the masked restoration)
+    assert total_variation(d, tf.constant(mask)).numpy()[0] == 0.0
+    border_pairs = 2 * 4 + 2 * 6
+    np.testing.assert_allclose(total_variation(d).numpy()[0], 0.5 * border_pairs)  # charged at the border
+
+
+def test_brain_tv_region_gradient_matches_autodiff():
+    rng = np.random.default_rng(7)
+    d = tf.constant(rng.normal(size=(2, 9, 7, 1)).astype(np.float32))
+    mask = tf.constant((rng.uniform(size=(2, 9, 7, 1)) > 0.3).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(d)
+        ours = total_variation(d, mask)
+        ref = (tf.reduce_sum(mask[:, 1:] * mask[:, :-1] * tf.abs(d[:, 1:] - d[:, :-1]), axis=[1, 2, 3])
+               + tf.reduce_sum(mask[:, :, 1:] * mask[:, :, :-1] * tf.abs(d[:, :, 1:] - d[:, :, :-1]), axis=[1, 2, 3]))
+        weighted = tf.reduce_sum(ours * [1.0, -2.0])
+        weighted_ref = tf.reduce_sum(ref * [1.0, -2.0])
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(weighted, d).numpy(), tape.gradient(weighted_ref, d).numpy(),
+                               atol=1e-6)
+    ones = tf.ones_like(mask)  # a full mask is the image TV
+    np.testing.assert_allclose(total_variation(d, ones).numpy(), total_variation(d).numpy(), rtol=1e-6)
+
+
+def test_restorer_counts_only_brain_pairs_with_tv_region_brain(prior):
+    """Two gradient steps: the second one's TV subgradient is that of the brain-pair TV."""
+    model, y, mask = prior["model"], prior["clean"][:2], prior["mask"][:2]
+    alpha, lam = 5e-3, 50.0
+    y4, m4 = tf.constant(y[..., None]), tf.constant(mask[..., None].astype(np.float32))
+    x = y4
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            objective = tf.reduce_sum(map_objective(model, x, y4, lam, tv_mask=m4))
+        x = x + alpha * tape.gradient(objective, x) * m4
+    schedule = GradientAscent(steps=2, step_sizes=(alpha, alpha))
+    brain = Restorer(model, lam=lam, schedule=schedule, tv_region="brain").restore(y, mask)
+    image = Restorer(model, lam=lam, schedule=schedule).restore(y, mask)
+    np.testing.assert_allclose(brain, x.numpy()[..., 0], atol=1e-5)
+    assert np.abs(brain - image).max() > 1e-3  # the border pairs push the image variant differently
+    with pytest.raises(ConfigError, match="tv_region"):
+        Restorer(model, tv_region="border")
+
+
 def test_one_paper_step_is_a_masked_gradient_step(prior):
     model, y, mask = prior["model"], prior["clean"][:3], prior["mask"][:3]
     alpha = 5e-3
