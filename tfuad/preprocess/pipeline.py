@@ -642,7 +642,8 @@ def _map(fn, items: list, jobs: int, desc: str, on_error, progress: bool) -> dic
     from tqdm.auto import tqdm
 
     results = {}
-    bar = tqdm(total=len(items), desc=desc, unit="subject", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(items), desc=desc, unit="subject", disable=None if progress else True,  # terminals only
+               dynamic_ncols=True)
 
     def collect(job, outcome):
         ok, value = outcome

@@ -119,7 +119,7 @@ def _percentile_values(detector: Detector, dataset, calib_values, log):
     if detector.method.costly:  # restoring every training volume would be too costly
         return calib_values, "calib"
     train = _prepared(detector, dataset, "train", log)
-    with tqdm(total=len(train), desc="98th percentile on training data", unit="volume") as bar:
+    with tqdm(total=len(train), desc="98th percentile on training data", unit="volume", disable=None) as bar:
         return healthy_values(detector, train, progress=bar)[0], "train"
 
 
@@ -163,7 +163,7 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
                         calibrated=False, **options)
     calib = _calibration_subjects(detector, dataset, log)
     extra = _method_settings(detector, calib, lambda_slices, log)
-    with tqdm(total=len(calib), desc=f"calibrating {method}", unit="volume") as bar:
+    with tqdm(total=len(calib), desc=f"calibrating {method}", unit="volume", disable=None) as bar:  # terminals only
         calib_values, calib_slice_values = healthy_values(detector, calib, progress=bar)
     p_values, p_source = _percentile_values(detector, dataset, calib_values, log)
     thresholds = {percentile_key(percentile): percentile_threshold(p_values, percentile)}
