@@ -711,15 +711,14 @@ def _write_manifest(out_dir: Path, records: dict, jobs: dict, splits: dict, moda
 
 def _write_qc_table(out_dir: Path, records: dict) -> Path | None:
     """``qc.csv``: each registered subject's QC scores, thresholds and pass/fail (None without any)."""
-    from tfuad.preprocess.qc import qc_word
+    from tfuad.preprocess.qc import QC_THRESHOLDS, qc_word
 
     rows = []
     for subject in sorted(records):
         qc = records[subject].get("qc")
         if qc is not None:
             rows.append({"subject": subject, "qc": qc_word(qc),
-                         **{k: "" if qc[k] is None else qc[k]
-                            for k in ("similarity", "brain_outside_head", "brain_near_surface")},
+                         **{k: "" if qc.get(k) is None else qc[k] for k in QC_THRESHOLDS},
                          "failed": " ".join(qc["failed"]),
                          "thresholds": " ".join(f"{k}={v}" for k, v in qc["thresholds"].items()),
                          "seconds": records[subject].get("seconds", "")})

@@ -203,8 +203,7 @@ def registration_qc(image, brain, template_image, template_mask, *, whole_head: 
     failed = []
     if scores["similarity"] < limits["similarity"]:
         failed.append("similarity")
-    failed += [k for k in ("brain_outside_head", "brain_near_surface", "tilt")
-               if scores[k] is not None and scores[k] > limits[k]]
+    failed += [k for k in QC_THRESHOLDS if k != "similarity" and scores[k] is not None and scores[k] > limits[k]]
     return {**scores, "thresholds": limits, "pass": not failed, "failed": failed}
 
 
@@ -217,7 +216,7 @@ def qc_summary(qc: dict) -> str:
         'QC fail: similarity 0.120 < 0.28 (failed), brain outside head 0.000 <= 0.02'
     """
     parts = []
-    for key in ("similarity", "brain_outside_head", "brain_near_surface", "tilt"):
+    for key in QC_THRESHOLDS:
         if qc.get(key) is None:
             continue
         bad = key in qc["failed"]
