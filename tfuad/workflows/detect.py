@@ -161,17 +161,19 @@ def _set_layout(item: DetectionInput, modality: str, bids: bool) -> tuple[Path, 
 _SAME_SET = ("input", "brain_mask", "run", "method", "threshold", "space")
 
 
-def _finished(folder: Path, record: dict) -> bool:
-    """True when ``folder`` holds a whole set that tfuad detect wrote for the same input, run, method and threshold."""
+def _finished(folder: Path, record: dict) -> dict | None:
+    """The record of the set in ``folder``; ``None`` unless whole and for the same input, run, method, threshold."""
     import json
 
     try:
-        done = json.loads((folder / RECORD_NAME).read_text())
+        done = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
+    if not isinstance(done, dict):
+        return None
     names = done.get("outputs") or {}
-    return (isinstance(done, dict) and all(done.get(k) == record[k] for k in _SAME_SET)
-            and bool(names) and all((folder / n).is_file() for n in names.values()))
+    whole = bool(names) and all((folder / n).is_file() for n in names.values())
+    return done if whole and all(done.get(k) == record[k] for k in _SAME_SET) else None
 
 
 def _write_set(detector: Detector, item: DetectionInput, threshold: float, out: Path, force: bool, log,
@@ -339,8 +341,6 @@ def _write_all(detector: Detector, items, threshold: float, out: Path, force: bo
     and ``failed`` maps each raw scan that failed (``raw``) to its error line; without ``raw`` the
     first failure is raised.
     """
-    import json
-
     from tfuad.workflows.progress import progress
 
     modality = detector.config["data"]["modality"]
@@ -354,9 +354,10 @@ def _write_all(detector: Detector, items, threshold: float, out: Path, force: bo
             same = {"input": os.fspath(Path(item.image).resolve()), "run": os.fspath(detector.run.path.resolve()),
                     "brain_mask": item.brain_mask and os.fspath(Path(item.brain_mask).resolve()),
                     "method": method, "threshold": threshold, "space": raw and raw.space}
-            if _finished(folder, same):
+            done = _finished(folder, same)
+            if done is not None:
                 say(f"{item.image}: finished before with this run, method and threshold, not redone -> {folder}")
-                records.append(json.loads((folder / RECORD_NAME).read_text()))
+                records.append(done)
                 skipped.append(item.subject)
             else:
                 try:
