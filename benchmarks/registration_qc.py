@@ -6,11 +6,11 @@ or also without the scalp (``--scalp-mm 8``, the default for whole-head scans), 
 turned by each of ``--pitches`` (default :data:`tfuad.preprocess.registration.PITCHES`; ``0``:
 no rotation search), the image resampled onto the template grid, and
 :func:`tfuad.preprocess.qc.registration_qc` with the template's brain mask carried over.
-Writes ``<label>.csv`` (QC scores with the residual rotation, pass/fail, the image and start
-kept, registration CPU seconds) and ``<label>_montage.png`` (failures framed in red).
-``--part K/N`` runs every N-th scan from the K-th, so several processes share a batch; a
-second call without ``--part`` only gathers the table and montage, judging the stored scores
-by today's thresholds.
+Writes the template (``template.nii.gz``, ``template_brainmask.nii.gz``), ``<label>.csv``
+(QC scores with the residual rotation, pass/fail, the image and start kept, registration CPU seconds)
+and ``<label>_montage.png`` (failures framed in red). ``--part K/N`` runs every N-th scan from the
+K-th, so several processes share a batch; a second call without ``--part`` only gathers the table
+and montage, judging the stored scores by today's thresholds.
 
 Example:
     python benchmarks/registration_qc.py ../shared/data/ixi_t1 --out runs/regqc --scalp-mm 8 --pitches 0 \\
@@ -75,7 +75,6 @@ def one(path: Path, out: Path, label: str, scalp_mm: float, pitches: tuple, tpl)
     cpu = time.process_time() - cpu
     data = from_sitk(registration.resample(image, fixed, transform))[0]
     save_volume(data, tpl.affine, out / label / f"{sid}.nii.gz")
-    save_volume(tpl.mask, tpl.affine, out / "template_brainmask.nii.gz", dtype=np.uint8)
     row = {"subject": sid, **scores(data, tpl), "image": info["image"], "start": info["start"],
            "register_cpu_s": round(cpu, 2), "register_wall_s": info["seconds"]}
     record_path.write_text(json.dumps(row))
@@ -94,6 +93,9 @@ def main(argv=None) -> int:
     parser.add_argument("--figure", type=Path, default=None, help="Also copy the montage here.")
     args = parser.parse_args(argv)
     tpl = load_template(2)
+    args.out.mkdir(parents=True, exist_ok=True)  # the template, also for benchmarks/ants_registration.py
+    save_volume(tpl.image, tpl.affine, args.out / "template.nii.gz")
+    save_volume(tpl.mask, tpl.affine, args.out / "template_brainmask.nii.gz", dtype=np.uint8)
     pitches = tuple(float(p) for p in args.pitches.split(","))
     scans = sorted(args.data.glob("IXI*_T1.nii.gz"))
     if args.part:

@@ -37,7 +37,7 @@ from scipy import ndimage as ndi
 
 from tfuad.canvas import axial_to_display, check_png, new_figure, save_figure
 from tfuad.errors import ArrayError, DataError
-from tfuad.preprocess.registration import head_mask
+from tfuad.preprocess.registration import head_mask, similarity
 
 __all__ = ["qc_word", "QC_THRESHOLDS", "SURFACE_MM", "TILT_SEARCH_DEG", "TILT_STEP_DEG", "TILT_SHIFT_MM",
            "TILT_SPACING_MM", "residual_rotation", "registration_qc", "qc_summary", "check_qc",
@@ -191,9 +191,9 @@ def registration_qc(image, brain, template_image, template_mask, *, whole_head: 
     limits = {**QC_THRESHOLDS, **(thresholds or {})}
     a, b = image[template_mask], template_image[template_mask]
     a = np.where(np.isfinite(a), a, 0.0)
-    similarity = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+    score = similarity(a, b)
     rotation = residual_rotation(image, template_image, template_mask, voxel_mm=voxel_mm)
-    scores = {"similarity": round(similarity, 4), "brain_outside_head": None, "brain_near_surface": None,
+    scores = {"similarity": round(score, 4), "brain_outside_head": None, "brain_near_surface": None,
               "tilt": round(float(np.abs(rotation).max()), 1), "rotation": [round(float(r), 1) for r in rotation]}
     if whole_head and brain.any():
         head = head_mask(image)

@@ -89,6 +89,18 @@ def _stage(fixed, moving, transform, *, shrink, smoothing, sampling, iterations,
             "stop": method.GetOptimizerStopConditionDescription()}
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """SimpleITK filters on one thread inside the block: threaded sums vary in order, and so would results."""
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+@_one_thread()  # SimpleITK on one thread for the whole call (a context manager is also a decorator)
 def register(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | None = None, *,
              kind: str = "affine", shrink=(4, 2, 1), smoothing=(2.0, 1.0, 0.0), sampling: float = 0.1,
              iterations: int = 200, seed: int = 0, margin: float = 8.0, scalp_mm: float = 0.0,
@@ -147,78 +159,76 @@ def register(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | Non
     if len(shrink) != len(smoothing) or not 0.0 < sampling <= 1.0 or scalp_mm < 0 or not pitches or keep < 1:
         raise ConfigError("registration needs one smoothing sigma per shrink factor, 0 < sampling <= 1, "
                           "scalp_mm >= 0, at least one pitch and keep >= 1")
-    with _one_thread():
-        start = time.perf_counter()
-        fixed = sitk.Cast(fixed, sitk.sitkFloat32)
-        moving = _coarsen(sitk.Cast(moving, sitk.sitkFloat32), min(fixed.GetSpacing()))
-        head_ratio = None
-        if scalp_mm > 0 and fixed_mask is not None:
-            head_ratio = _volume(head_mask(from_sitk(moving)[0]), moving) / _volume(fixed_mask > 0, fixed)
-            if head_ratio < WHOLE_HEAD_RATIO:
-                scalp_mm = 0.0
-        settings = dict(shrink=tuple(int(s) for s in shrink), smoothing=tuple(float(s) for s in smoothing),
-                        sampling=float(sampling), iterations=int(iterations), seed=int(seed))
-        coarse = {**settings, "shrink": settings["shrink"][:-1] or settings["shrink"],
-                  "smoothing": settings["smoothing"][:-1] or settings["smoothing"]}
-        fine = {**settings, "shrink": settings["shrink"][-1:], "smoothing": settings["smoothing"][-1:]}
-        metric_mask = None if fixed_mask is None else _dilate(fixed_mask, margin / 2.0)
-        brain = None if fixed_mask is None else sitk.Cast(fixed_mask > 0, sitk.sitkUInt8)
-        variants = {"whole": moving}
-        if scalp_mm > 0:
-            variants["scalp removed"] = strip_scalp(moving, scalp_mm)
-        results = {}
-        for variant, image in variants.items():
-            screened = []
-            for name, start_transform in _rigid_starts(fixed, image).items():
-                for pitch in pitches:
-                    transform = sitk.Euler3DTransform(start_transform)
-                    transform.SetRotation(float(np.deg2rad(pitch)), 0.0, 0.0)
-                    stages = {"rigid": _stage(fixed, image, transform, fixed_mask=metric_mask, **coarse)}
-                    if kind == "affine":
-                        transform = _as_affine(transform)
-                        stages["affine"] = _stage(fixed, image, transform, fixed_mask=brain, **coarse)
-                    screened.append((stages[kind]["metric"], f"{name}, pitch {pitch:+g}", transform, stages))
-            screened.sort(key=lambda c: c[0])
-            candidates = []
-            for _, name, transform, stages in screened[:keep]:
-                if len(settings["shrink"]) > 1:
-                    stages["finest level"] = _stage(fixed, image, transform, fixed_mask=metric_mask if kind == "rigid"
-                                                    else brain, **fine)
-                candidates.append((_metric(fixed, image, transform, brain), name, transform, stages))
-            best = min(candidates, key=lambda c: c[0])
-            correlation = _correlation(fixed, moving, best[2], brain) if len(variants) > 1 else None
-            results[variant] = (correlation, best, {c[1]: round(c[0], 5) for c in candidates},
-                                {c[1]: round(c[0], 5) for c in screened})
-        variant = max(results, key=lambda v: -np.inf if results[v][0] is None else results[v][0])
-        _, (score, name, transform, stages), starts, screen = results[variant]
-        record = {"kind": kind, "metric": "mattes_mutual_information", "bins": 32, **settings,
-                  "template_mask": fixed_mask is not None, "margin_mm": float(margin), "scalp_mm": float(scalp_mm),
-                  "head_to_template_brain": None if head_ratio is None else round(float(head_ratio), 3),
-                  "image": variant,
-                  "correlations": {v: None if r[0] is None else round(r[0], 4) for v, r in results.items()},
-                  "registered_at_mm": list(moving.GetSpacing()), "pitches": [float(p) for p in pitches],
-                  "start": name, "stages": stages, "final_metric": score, "starts": starts, "screen": screen,
-                  "seconds": round(time.perf_counter() - start, 3)}
-        return transform, record
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """SimpleITK filters on one thread inside the block: threaded sums vary in order, and so would results."""
-    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    start = time.perf_counter()
+    fixed = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving = _coarsen(sitk.Cast(moving, sitk.sitkFloat32), min(fixed.GetSpacing()))
+    head_ratio = None
+    if scalp_mm > 0 and fixed_mask is not None:
+        head_ratio = _volume(head_mask(from_sitk(moving)[0]), moving) / _volume(fixed_mask > 0, fixed)
+        if head_ratio < WHOLE_HEAD_RATIO:
+            scalp_mm = 0.0
+    settings = dict(shrink=tuple(int(s) for s in shrink), smoothing=tuple(float(s) for s in smoothing),
+                    sampling=float(sampling), iterations=int(iterations), seed=int(seed))
+    coarse = {**settings, "shrink": settings["shrink"][:-1] or settings["shrink"],
+              "smoothing": settings["smoothing"][:-1] or settings["smoothing"]}
+    fine = {**settings, "shrink": settings["shrink"][-1:], "smoothing": settings["smoothing"][-1:]}
+    metric_mask = None if fixed_mask is None else _dilate(fixed_mask, margin / 2.0)
+    brain = None if fixed_mask is None else sitk.Cast(fixed_mask > 0, sitk.sitkUInt8)
+    variants = {"whole": moving}
+    if scalp_mm > 0:
+        variants["scalp removed"] = strip_scalp(moving, scalp_mm)
+    results = {}
+    for variant, image in variants.items():
+        screened = []
+        for name, start_transform in _rigid_starts(fixed, image).items():
+            for pitch in pitches:
+                transform = sitk.Euler3DTransform(start_transform)
+                transform.SetRotation(float(np.deg2rad(pitch)), 0.0, 0.0)
+                stages = {"rigid": _stage(fixed, image, transform, fixed_mask=metric_mask, **coarse)}
+                if kind == "affine":
+                    transform = _as_affine(transform)
+                    stages["affine"] = _stage(fixed, image, transform, fixed_mask=brain, **coarse)
+                screened.append((stages[kind]["metric"], f"{name}, pitch {pitch:+g}", transform, stages))
+        screened.sort(key=lambda c: c[0])
+        candidates = []
+        for _, name, transform, stages in screened[:keep]:
+            if len(settings["shrink"]) > 1:
+                stages["finest level"] = _stage(fixed, image, transform, fixed_mask=metric_mask if kind == "rigid"
+                                                else brain, **fine)
+            candidates.append((_metric(fixed, image, transform, brain), name, transform, stages))
+        best = min(candidates, key=lambda c: c[0])
+        correlation = _correlation(fixed, moving, best[2], brain) if len(variants) > 1 else None
+        results[variant] = (correlation, best, {c[1]: round(c[0], 5) for c in candidates},
+                            {c[1]: round(c[0], 5) for c in screened})
+    variant = max(results, key=lambda v: -np.inf if results[v][0] is None else results[v][0])
+    _, (score, name, transform, stages), starts, screen = results[variant]
+    record = {"kind": kind, "metric": "mattes_mutual_information", "bins": 32, **settings,
+              "template_mask": fixed_mask is not None, "margin_mm": float(margin), "scalp_mm": float(scalp_mm),
+              "head_to_template_brain": None if head_ratio is None else round(float(head_ratio), 3),
+              "image": variant,
+              "correlations": {v: None if r[0] is None else round(r[0], 4) for v, r in results.items()},
+              "registered_at_mm": list(moving.GetSpacing()), "pitches": [float(p) for p in pitches],
+              "start": name, "stages": stages, "final_metric": score, "starts": starts, "screen": screen,
+              "seconds": round(time.perf_counter() - start, 3)}
+    return transform, record
 
 
 def _correlation(fixed, moving, transform, mask) -> float:
     """Pearson correlation of ``moving`` through ``transform`` with ``fixed`` inside ``mask`` (higher is better)."""
     on_fixed = sitk.GetArrayFromImage(resample(moving, fixed, transform)).ravel()  # a view would outlive its image
     inside = sitk.GetArrayViewFromImage(mask).ravel() > 0 if mask is not None else slice(None)
-    a, b = on_fixed[inside].astype(float), sitk.GetArrayViewFromImage(fixed).ravel()[inside].astype(float)
-    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else -1.0
+    return similarity(on_fixed[inside], sitk.GetArrayViewFromImage(fixed).ravel()[inside])
+
+
+def similarity(a, b) -> float:
+    """Pearson correlation of two arrays of equal size, 0.0 when either is constant (the QC's similarity).
+
+    Example:
+        >>> similarity(np.arange(4.0), 2 * np.arange(4.0) + 1)
+        1.0
+    """
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
 
 
 def _volume(mask, image: sitk.Image) -> float:
