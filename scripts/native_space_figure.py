@@ -5,13 +5,14 @@ Runs the documented commands end to end, then draws the figure of the README:
 1. ``tfuad preprocess`` on the first ``--train`` IXI T1 scans (whole head, scanner space; the last scan
    is held out), histogram standardisation fitted; a scan failing the registration QC would be left out
    of training by ``preprocess`` itself;
-2. ``tfuad train`` a small spatial autoencoder on them, ``tfuad calibrate`` it;
+2. ``tfuad train`` a model at 64 px on them (``--model``, default Chen et al.'s VAE as in ``make demo``;
+   until its validation loss stops improving), ``tfuad calibrate`` it;
 3. a dark ball (a synthetic T1-hypointense lesion, radius 8 mm) is put into the held-out raw scan at a known place;
 4. ``tfuad detect RAW --raw --model RUN --template-space``;
 5. the raw scan in its own voxel grid, with the native-space anomaly map, the lesion mask's outline
    (red) and the ball's true outline (cyan), through the ball's centre in three planes.
 
-Usage (from the project root; about 10 minutes on 2 cores)::
+Usage (from the project root; about 25 minutes on 2 cores)::
 
     python scripts/native_space_figure.py --data ../shared/data/ixi_t1 --work runs/native_figure \
         --out docs/native_space_detection.png
@@ -78,7 +79,7 @@ def draw(raw_path: Path, folder: Path, subject: str, centre, out_png: Path, meth
         shown = np.ma.masked_less_equal(np.rot90(cut(score)), 0.02 * vmax)
         ax.imshow(shown, cmap="inferno", alpha=0.55, vmin=0, vmax=vmax)
         if cut(mask).any():
-            ax.contour(np.rot90(cut(mask)).astype(float), levels=[0.5], colors="red", linewidths=1.2)
+            ax.contour(np.rot90(cut(mask)).astype(float), levels=[0.5], colors="red", linewidths=2.2)
         ax.contour(np.rot90(cut(ball)).astype(float), levels=[0.5], colors="cyan", linewidths=1.0,
                    linestyles="dashed")
         ax.set_title(f"{name} (raw scan grid)")
@@ -96,7 +97,10 @@ def main() -> None:
     parser.add_argument("--work", default="runs/native_figure", type=Path)
     parser.add_argument("--out", default="docs/native_space_detection.png", type=Path)
     parser.add_argument("--train", type=int, default=10, help="IXI scans preprocessed for training (2 calibrate)")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="Epoch cap (default: tfuad train's, which stops when the validation loss stops improving)")
+    parser.add_argument("--model", default="vae",
+                        help="Model key (default vae: Chen et al.'s VAE, as in make demo)")
     parser.add_argument("--method", default="residual")
     args = parser.parse_args()
     scans = sorted(args.data.glob("IXI*_T1.nii.gz"))
@@ -113,8 +117,9 @@ def main() -> None:
               "reorient,bias,register,extract,resample,normalize", "--standardize-fit", "--split", "train",
               "--calib", 2, "--jobs", 2)
     if not (run / "model.keras").is_file():
-        tfuad("train", "sae", "--data", prep, "--modality", "t1", "--out", run, "--image-size", 64, "--epochs",
-              args.epochs, "--batch-size", 16, "--overwrite")
+        cap = ("--epochs", args.epochs) if args.epochs else ()
+        tfuad("train", args.model, "--data", prep, "--modality", "t1", "--out", run, "--image-size", 64, *cap,
+              "--batch-size", 16, "--overwrite")
         tfuad("calibrate", run, "--data", prep, "--method", "residual", "--method", "intensity")
     subject = held_out.name.replace("_T1.nii.gz", "") + "_lesion"
     raw = work / f"{subject}.nii.gz"
