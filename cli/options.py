@@ -143,6 +143,11 @@ _TRAINING_OPTIONS = (
     click.option("--augment/--no-augment", default=True, show_default=True,
                  help="Augment the training slices: left-right flip, rotation (±10°), scale (±10%), shift (±4%), "
                       "intensity scale (±10%) and gamma (0.8-1.25); the background is kept."),
+    click.option("--bn-statistics", type=click.Choice(["recomputed", "moving"]), default="recomputed",
+                 show_default=True,
+                 help="Batch-norm statistics the model keeps: recomputed on un-augmented training slices before "
+                      "every validation (the saved model then normalises as its training data need), or Keras' "
+                      "moving averages of the augmented training batches."),
     click.option("--figure-every", type=click.IntRange(min=0), default=10, show_default=True,
                  help="Redraw RUN/reconstructions.png and RUN/loss_curves.png every N epochs (0: only at the end)."),
     click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16"]), default="auto",
@@ -160,7 +165,8 @@ _TRAINING_OPTIONS = (
 )
 #: The parameter names :func:`training_options` adds.
 TRAINING_PARAMS = ("modality", "epochs", "patience", "batch_size", "image_size", "normalization", "standardize",
-                   "seed", "augment", "figure_every", "precision", "clusters", "latent_size", "model_options")
+                   "seed", "augment", "bn_statistics", "figure_every", "precision", "clusters", "latent_size",
+                   "model_options")
 
 
 def training_options(command):

@@ -69,6 +69,9 @@ class TrainConfig:
             model is built with; losses, ELBO terms, outputs and variables stay float32.
         figure_every: Redraw ``reconstructions.png`` and ``loss_curves.png``
             every this many epochs (0: only at the end).
+        bn_statistics: ``recomputed``: the batch-norm statistics are recomputed on un-augmented
+            training slices before every validation (:mod:`tfuad.training.batch_norm`), so the saved
+            weights carry them; ``moving``: Keras' moving averages (runs made before the option).
     """
 
     model: str
@@ -89,6 +92,7 @@ class TrainConfig:
     monitor: str | None = None
     figure_every: int = 10
     precision: str = "float32"
+    bn_statistics: str = "recomputed"
 
     def __post_init__(self):
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("image_size", 1), ("patience", 0),
@@ -105,6 +109,11 @@ class TrainConfig:
         for name in ("min_lr", "min_delta"):
             if not number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"training setting {name} must be a number >= 0, got {getattr(self, name)!r}")
+        from tfuad.training.batch_norm import BN_STATISTICS
+
+        if self.bn_statistics not in BN_STATISTICS:
+            raise ConfigError(f"training setting bn_statistics must be one of {', '.join(BN_STATISTICS)}, "
+                              f"got {self.bn_statistics!r}")
         if self.strategy not in _STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose default, mirrored or multiworker")
 
@@ -127,7 +136,8 @@ class TrainConfig:
     def from_stored(cls, stored, source) -> TrainConfig:
         """The config recorded in a run's ``config.json`` (``source``, named in errors).
 
-        Settings added to tfuad after the run was made take their defaults.
+        Settings added to tfuad after the run was made take their defaults, except
+        ``bn_statistics``, which takes ``moving``: what those runs did.
 
         Raises:
             ConfigError: not a mapping, an unknown setting, or a bad value.
@@ -140,7 +150,7 @@ class TrainConfig:
             problem = f"unknown setting(s) {', '.join(unknown)}" if unknown else "no 'model'"
             raise ConfigError(f"{source}: 'training' has {problem}")
         try:
-            return cls(**stored)
+            return cls(**{"bn_statistics": "moving", **stored})
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
 
@@ -432,16 +442,23 @@ def _watch(model, setup: _Setup, data: _Data, stored, log) -> _Watch:
                   quality_slices[pick_slices(quality_slices, setup.pconfig.background_value, 4)])
 
 
-def _callbacks(model, setup: _Setup, watch: _Watch, history: list) -> list:
-    """Quality, convergence, checkpoint (in this order: each reads what the one before logged), figures, logs."""
+def _callbacks(model, setup: _Setup, watch: _Watch, history: list, data: _Data) -> tuple[list, object]:
+    """The callbacks of ``fit``, and the checkpoint callback among them.
+
+    In this order, each reading what the one before set or logged: batch-norm statistics, quality,
+    convergence, checkpoint; then figures and logs.
+    """
     import keras
 
+    from tfuad.training.batch_norm import RecomputedBatchNorm, batch_norm_layers
     from tfuad.training.checkpoint import EpochCheckpoint
     from tfuad.training.figures import draw_run_figures
 
     config, run, conv = setup.config, setup.run, watch.convergence
     ckpt = EpochCheckpoint(run.checkpoint_dir, run.history_path, history, enabled=setup.chief, convergence=conv)
     callbacks = [watch.quality, conv, ckpt]
+    if config.bn_statistics == "recomputed" and batch_norm_layers(model):
+        callbacks.insert(0, RecomputedBatchNorm(data.x_train, batch_size=max(config.batch_size, 32)))
     if setup.chief and config.figure_every:
         def figures(epoch, logs):
             if (epoch + 1) % config.figure_every == 0:
@@ -451,7 +468,7 @@ def _callbacks(model, setup: _Setup, watch: _Watch, history: list) -> list:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=figures))
     if setup.chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.log_dir)))
-    return callbacks
+    return callbacks, ckpt
 
 
 def _fit(model, setup: _Setup, data: _Data, verbose, log) -> tuple[list, _Watch]:
@@ -472,7 +489,7 @@ def _fit(model, setup: _Setup, data: _Data, verbose, log) -> tuple[list, _Watch]
     watch = _watch(model, setup, data, stored, log)
     watch.convergence.set_model(model)
     watch.convergence.restore_learning_rates()
-    callbacks = _callbacks(model, setup, watch, history)
+    callbacks, ckpt = _callbacks(model, setup, watch, history, data)
     train_ds, steps = training_batches(data.x_train, batch_size=config.batch_size, epochs=config.epochs,
                                        first_epoch=initial_epoch, seed=config.seed, augment=config.augment,
                                        background=setup.pconfig.background_value)
@@ -485,7 +502,7 @@ def _fit(model, setup: _Setup, data: _Data, verbose, log) -> tuple[list, _Watch]
     if conv.stopped_epoch:
         log(f"stopped early after epoch {conv.stopped_epoch}: {conv.rule.monitor} has not improved for "
             f"{conv.rule.patience} epochs (best {conv.best:.6g} at epoch {conv.best_epoch})")
-    return callbacks[2].history, watch
+    return ckpt.history, watch
 
 
 def _save_model(model, setup: _Setup, log, watch: _Watch | None = None, history=None):
