@@ -374,3 +374,16 @@ def test_fused_training_batch_norm_equals_the_keras_layer(policy):
     for ours, keras_value in zip(results[1], results[0]):
         np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(keras_value, np.float32), rtol=tol,
                                    atol=tol)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_batch_norm_statistics_are_recomputed_under_mixed_bfloat16(mixed_models, name):
+    """The training-mode forward pass of every model runs in bfloat16 (tfuad.training.batch_norm)."""
+    from tfuad.training.batch_norm import batch_norm_layers, recompute_batch_norm
+
+    model, _, _ = mixed_models[name]
+    updated = recompute_batch_norm(model, X, batch_size=4)
+    assert updated == len(batch_norm_layers(model))
+    for bn in batch_norm_layers(model):
+        assert bn.moving_mean.dtype == "float32" and np.all(np.isfinite(np.asarray(bn.moving_variance)))
+    assert np.all(np.isfinite(model.reconstruct(X[:2]).numpy()))

@@ -176,7 +176,7 @@ class _NormativePrior(AnomalyModel):
         h = self._features(x, training)
         mean = to_float32(self.z_mean(h))
         if training:
-            mean = mean + tf.exp(0.5 * self.z_logvar(h)) * tf.random.normal(tf.shape(mean))
+            mean = mean + tf.exp(0.5 * to_float32(self.z_logvar(h))) * tf.random.normal(tf.shape(mean))
         return self.decode(mean, training=training)
 
     # --------------------------------------------------------------- objective
