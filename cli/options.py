@@ -143,11 +143,11 @@ _TRAINING_OPTIONS = (
     click.option("--augment/--no-augment", default=True, show_default=True,
                  help="Augment the training slices: left-right flip, rotation (±10°), scale (±10%), shift (±4%), "
                       "intensity scale (±10%) and gamma (0.8-1.25); the background is kept."),
-    click.option("--bn-statistics", type=click.Choice(["recomputed", "moving"]), default="recomputed",
+    click.option("--bn-statistics", type=click.Choice(["moving", "recomputed"]), default="moving",
                  show_default=True,
-                 help="Batch-norm statistics the model keeps: recomputed on un-augmented training slices before "
-                      "every validation (the saved model then normalises as its training data need), or Keras' "
-                      "moving averages of the augmented training batches."),
+                 help="Batch-norm statistics the model keeps: Keras' moving averages of the augmented training "
+                      "batches, or recomputed on un-augmented training slices before every validation (healthy "
+                      "reconstructions of the spatial models improve, see README)."),
     click.option("--figure-every", type=click.IntRange(min=0), default=10, show_default=True,
                  help="Redraw RUN/reconstructions.png and RUN/loss_curves.png every N epochs (0: only at the end)."),
     click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16"]), default="auto",

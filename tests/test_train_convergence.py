@@ -178,3 +178,25 @@ def test_watched_loss_of_each_model():
     assert TrainConfig(model="anovaegan").watched(True) == "val_rec_loss"  # not the adversarial total
     assert TrainConfig(model="anogan").watched(True) is None
     assert TrainConfig(model="vae", monitor="val_l1").watched(False) == "l1"
+
+
+def test_recomputed_batch_norm_statistics_are_saved_with_the_weights(tmp_path, demo_data):
+    """With bn_statistics="recomputed" the saved model's statistics are those of its weights on the training slices."""
+    from tfuad.data.pipeline import collect_slices
+    from tfuad.data.splits import prepare_split, split_subjects
+    from tfuad.training.batch_norm import batch_norm_layers, recompute_batch_norm
+
+    dataset = discover(demo_data)
+    run = tmp_path / "run"
+    train(run, dataset, _config(epochs=2, patience=0, bn_statistics="recomputed"), verbose=0, log=_quiet)
+    stored = RunDir(run)
+    assert stored.config()["training"]["bn_statistics"] == "recomputed"
+    pconfig = stored.preprocess_config()
+    prepared, _ = prepare_split(split_subjects(dataset, "train"), "flair", pconfig, stored.intensity_stats(),
+                                log=_quiet)
+    x_train = collect_slices(prepared, lambda p: p.training_indices(pconfig))
+    model = stored.load_model()
+    saved = [np.array(bn.moving_variance) for bn in batch_norm_layers(model)]
+    assert recompute_batch_norm(model, x_train, batch_size=32) == len(saved) > 0
+    for a, bn in zip(saved, batch_norm_layers(model)):
+        np.testing.assert_allclose(a, np.asarray(bn.moving_variance), rtol=1e-3, atol=1e-6)

@@ -69,9 +69,9 @@ class TrainConfig:
             model is built with; losses, ELBO terms, outputs and variables stay float32.
         figure_every: Redraw ``reconstructions.png`` and ``loss_curves.png``
             every this many epochs (0: only at the end).
-        bn_statistics: ``recomputed``: the batch-norm statistics are recomputed on un-augmented
-            training slices before every validation (:mod:`tfuad.training.batch_norm`), so the saved
-            weights carry them; ``moving``: Keras' moving averages (runs made before the option).
+        bn_statistics: ``moving``: Keras' moving averages of the (augmented) training batches;
+            ``recomputed``: the batch-norm statistics are recomputed on un-augmented training slices
+            before every validation (:mod:`tfuad.training.batch_norm`), so the saved weights carry them.
     """
 
     model: str
@@ -92,7 +92,7 @@ class TrainConfig:
     monitor: str | None = None
     figure_every: int = 10
     precision: str = "float32"
-    bn_statistics: str = "recomputed"
+    bn_statistics: str = "moving"
 
     def __post_init__(self):
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("image_size", 1), ("patience", 0),
@@ -136,8 +136,7 @@ class TrainConfig:
     def from_stored(cls, stored, source) -> TrainConfig:
         """The config recorded in a run's ``config.json`` (``source``, named in errors).
 
-        Settings added to tfuad after the run was made take their defaults, except
-        ``bn_statistics``, which takes ``moving``: what those runs did.
+        Settings added to tfuad after the run was made take their defaults.
 
         Raises:
             ConfigError: not a mapping, an unknown setting, or a bad value.
@@ -150,7 +149,7 @@ class TrainConfig:
             problem = f"unknown setting(s) {', '.join(unknown)}" if unknown else "no 'model'"
             raise ConfigError(f"{source}: 'training' has {problem}")
         try:
-            return cls(**{"bn_statistics": "moving", **stored})
+            return cls(**stored)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
 
