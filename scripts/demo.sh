@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on the built-in demo dataset (called by `make demo`).
-# Usage: scripts/demo.sh [OUT_DIR] [EPOCHS] [MODALITY]
+# Usage: scripts/demo.sh [OUT_DIR] [EPOCHS] [MODALITY]   (TRAIN_OPTIONS="..." adds options to tfuad train)
 #
 # Trains Chen et al.'s VAE on the healthy training subjects (64 px slices, bfloat16 where the CPU has
 # it; on held-out synthetic subjects its residual map beat MAP-TV and a spatial VAE at this budget, see
@@ -17,7 +17,7 @@ RUN="$OUT/vae"
 mkdir -p "$OUT"
 "$BIN/tfuad" data demo --out "$OUT/data" --figure "$OUT/demo_overview.png"
 "$BIN/tfuad" train vae --data "$OUT/data" --modality "$MODALITY" --out "$RUN" --image-size 64 \
-    --epochs "$EPOCHS" --patience 6 --figure-every 0 --overwrite
+    --epochs "$EPOCHS" --patience 6 --figure-every 0 --overwrite ${TRAIN_OPTIONS:-}
 # The demo grid is 2 mm: a 3-voxel median spans about what the paper's 5 voxels span at 1 mm.
 "$BIN/tfuad" calibrate "$RUN" --data "$OUT/data" --method residual --method intensity --median-size 3
 # sub-test002 holds fluid cavities: dark in FLAIR, invisible to an intensity threshold.
