@@ -16,11 +16,11 @@ layer's per-batch means ``m_b`` and variances ``v_b`` are pooled as
     mean = Σ n_b m_b / N,    variance = Σ n_b (v_b + m_b²) / N - mean²,
 
 the population moments of the layer's input over all ``N`` slices. Measured on
-the trained folds of the 128 px FLAIR reproduction (``benchmarks/bn_statistics.py``,
+the trained folds of the 128 px reproduction (``benchmarks/bn_statistics.py``,
 README), it lowers the L1 of the sVAE's reconstructions of healthy validation
-slices by 25–40 %, but not the VAE's, and the raw residual maps' AUROC moves the
-other way in both (VAE up, sVAE down), so it is an option
-(``TrainConfig.bn_statistics``), not the default.
+slices by 25–40 %, but not the VAE's, and the raw residual maps' AUROC rises in
+6 folds of 9 and falls in 3, so it is an option (``TrainConfig.bn_statistics``),
+not the default.
 
 :class:`RecomputedBatchNorm` does it before every validation (so the
 validation loss that picks the best epoch and stops training is that of the
