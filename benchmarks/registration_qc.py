@@ -33,7 +33,7 @@ import SimpleITK as sitk
 from tfuad.data.nifti import load_volume, save_volume
 from tfuad.preprocess import bias, denoise, registration
 from tfuad.preprocess.io import from_sitk, to_sitk
-from tfuad.preprocess.qc import QC_THRESHOLDS, plot_montage, registration_qc
+from tfuad.preprocess.qc import QC_THRESHOLDS, failed_scores, plot_montage, registration_qc
 from tfuad.preprocess.template import load_template
 
 
@@ -106,8 +106,7 @@ def main(argv=None) -> int:
         return 0
     rows = [one(path, args.out, args.label, args.scalp_mm, pitches, tpl) for path in scans]
     for row in rows:  # pass/fail from the scores and today's thresholds
-        row["failed"] = " ".join(k for k, v in QC_THRESHOLDS.items()
-                                 if (row[k] < v if k == "similarity" else row[k] > v))
+        row["failed"] = " ".join(failed_scores(row))
         row["qc"] = "fail" if row["failed"] else "pass"
     with open(args.out / f"{args.label}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")

@@ -40,7 +40,7 @@ from tfuad.errors import ArrayError, DataError
 from tfuad.preprocess.registration import head_mask, similarity
 
 __all__ = ["qc_word", "QC_THRESHOLDS", "SURFACE_MM", "TILT_SEARCH_DEG", "TILT_STEP_DEG", "TILT_SHIFT_MM",
-           "TILT_SPACING_MM", "residual_rotation", "registration_qc", "qc_summary", "check_qc",
+           "TILT_SPACING_MM", "residual_rotation", "registration_qc", "failed_scores", "qc_summary", "check_qc",
            "plot_subject_qc", "plot_montage"]
 
 #: Pass thresholds of :func:`registration_qc`: ``similarity`` at least, the others at most.
@@ -200,11 +200,20 @@ def registration_qc(image, brain, template_image, template_mask, *, whole_head: 
         depth = ndi.distance_transform_edt(np.pad(head, 1, mode="edge"))[1:-1, 1:-1, 1:-1] * float(voxel_mm)
         scores["brain_outside_head"] = round(float((brain & ~head).sum() / brain.sum()), 4)
         scores["brain_near_surface"] = round(float((brain & head & (depth <= SURFACE_MM)).sum() / brain.sum()), 4)
-    failed = []
-    if scores["similarity"] < limits["similarity"]:
-        failed.append("similarity")
-    failed += [k for k in QC_THRESHOLDS if k != "similarity" and scores[k] is not None and scores[k] > limits[k]]
+    failed = failed_scores(scores, limits)
     return {**scores, "thresholds": limits, "pass": not failed, "failed": failed}
+
+
+def failed_scores(scores: dict, thresholds: dict | None = None) -> list:
+    """The QC scores that miss their threshold: ``similarity`` below it, the others above (None: not scored).
+
+    Example:
+        >>> failed_scores({"similarity": 0.2, "brain_outside_head": None, "brain_near_surface": 0.0, "tilt": 7.0})
+        ['similarity', 'tilt']
+    """
+    limits = {**QC_THRESHOLDS, **(thresholds or {})}
+    return [k for k in QC_THRESHOLDS if scores.get(k) is not None
+            and (scores[k] < limits[k] if k == "similarity" else scores[k] > limits[k])]
 
 
 def qc_summary(qc: dict) -> str:
