@@ -41,19 +41,16 @@ import ants  # noqa: E402  (after the thread setting, which ITK reads once)
 VARIANTS = ("affine", "affine-mask", "search", "n4-affine")
 
 
-def register(moving, fixed, variant: str, fixed_mask=None) -> tuple:
-    """The forward transforms of ``moving`` onto ``fixed`` and what was kept."""
+def register(moving, fixed, variant: str, fixed_mask=None) -> list:
+    """The forward transforms of ``moving`` onto ``fixed``."""
+    options = {}
     if variant == "affine-mask":
-        reg = ants.registration(fixed, moving, type_of_transform="Affine", mask=fixed_mask)
-        return reg["fwdtransforms"], {}
-    if variant == "search":
-        start = ants.affine_initializer(fixed, moving, search_factor=20, radian_fraction=0.12,
-                                        use_principal_axis=False, local_search_iterations=10,
-                                        txfn=None)
-        reg = ants.registration(fixed, moving, type_of_transform="Affine", initial_transform=start)
-        return reg["fwdtransforms"], {}
-    reg = ants.registration(fixed, moving, type_of_transform="Affine")
-    return reg["fwdtransforms"], {}
+        options["mask"] = fixed_mask
+    elif variant == "search":
+        options["initial_transform"] = ants.affine_initializer(
+            fixed, moving, search_factor=20, radian_fraction=0.12, use_principal_axis=False,
+            local_search_iterations=10, txfn=None)
+    return ants.registration(fixed, moving, type_of_transform="Affine", **options)["fwdtransforms"]
 
 
 def one(path: Path, args, fixed, fixed_mask) -> dict:
@@ -75,10 +72,9 @@ def one(path: Path, args, fixed, fixed_mask) -> dict:
     else:
         moving = ants.image_read(str(args.corrected / path.name))
     cpu, wall = time.process_time(), time.perf_counter()
-    transforms, extra = register(moving, fixed, args.variant, fixed_mask)
+    transforms = register(moving, fixed, args.variant, fixed_mask)
     record["register_cpu_s"] = round(time.process_time() - cpu, 2)
     record["register_wall_s"] = round(time.perf_counter() - wall, 2)
-    record.update(extra)
     out = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=transforms, interpolator="linear")
     tmp = folder / f".{sid}.tmp.nii.gz"
     ants.image_write(out, str(tmp))

@@ -30,13 +30,13 @@ def _rows(run):
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def _val_slices(run, dataset):
+def _val_slices(run, dataset, split="calib"):
     from tfuad.data.pipeline import collect_slices
     from tfuad.data.splits import prepare_split, split_subjects
 
     stored = RunDir(run)
     pconfig = stored.preprocess_config()
-    prepared, _ = prepare_split(split_subjects(dataset, "calib"), stored.config()["data"]["modality"], pconfig,
+    prepared, _ = prepare_split(split_subjects(dataset, split), stored.config()["data"]["modality"], pconfig,
                                 stored.intensity_stats(), log=_quiet)
     return collect_slices(prepared, lambda p: p.training_indices(pconfig))
 
@@ -182,8 +182,6 @@ def test_watched_loss_of_each_model():
 
 def test_recomputed_batch_norm_statistics_are_saved_with_the_weights(tmp_path, demo_data):
     """With bn_statistics="recomputed" the saved model's statistics are those of its weights on the training slices."""
-    from tfuad.data.pipeline import collect_slices
-    from tfuad.data.splits import prepare_split, split_subjects
     from tfuad.training.batch_norm import batch_norm_layers, recompute_batch_norm
 
     dataset = discover(demo_data)
@@ -191,10 +189,7 @@ def test_recomputed_batch_norm_statistics_are_saved_with_the_weights(tmp_path, d
     train(run, dataset, _config(epochs=2, patience=0, bn_statistics="recomputed"), verbose=0, log=_quiet)
     stored = RunDir(run)
     assert stored.config()["training"]["bn_statistics"] == "recomputed"
-    pconfig = stored.preprocess_config()
-    prepared, _ = prepare_split(split_subjects(dataset, "train"), "flair", pconfig, stored.intensity_stats(),
-                                log=_quiet)
-    x_train = collect_slices(prepared, lambda p: p.training_indices(pconfig))
+    x_train = _val_slices(run, dataset, split="train")
     model = stored.load_model()
     saved = [np.array(bn.moving_variance) for bn in batch_norm_layers(model)]
     assert recompute_batch_norm(model, x_train, batch_size=32) == len(saved) > 0

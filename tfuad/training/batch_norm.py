@@ -39,6 +39,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tfuad.training.checkpoint import restore_seed_states, seed_states
+
 __all__ = ["batch_norm_layers", "recompute_batch_norm", "RecomputedBatchNorm", "BN_STATISTICS"]
 
 #: Values of :attr:`~tfuad.training.trainer.TrainConfig.bn_statistics`.
@@ -75,7 +77,7 @@ def recompute_batch_norm(model, slices, *, batch_size: int = 32, max_slices: int
     momenta = [layer.momentum for layer in layers]
     sums = [np.zeros((2, *layer.moving_mean.shape), np.float64) for layer in layers]
     # the passes draw latent samples: the seed generators are put back, so training continues as without them
-    seeds = [(v, np.array(v)) for v in model.variables if v.path.endswith("seed_generator_state")]
+    seeds = seed_states(model)
     try:
         for layer in layers:
             layer.momentum = 0.0  # the moving statistics become the batch's own
@@ -89,8 +91,7 @@ def recompute_batch_norm(model, slices, *, batch_size: int = 32, max_slices: int
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
-        for variable, value in seeds:
-            variable.assign(value)
+        restore_seed_states(model, seeds, "recompute_batch_norm")
     for layer, total in zip(layers, sums):
         mean = total[0] / len(slices)
         layer.moving_mean.assign(mean.astype(np.float32))
