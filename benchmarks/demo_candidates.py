@@ -16,7 +16,7 @@ interrupted run continues where it stopped.
 Usage::
 
     python benchmarks/demo_candidates.py --out runs/demo_candidates \\
-        [--candidates vae-20,vae-conv,...] [--json benchmarks/demo_candidates.json]
+        [--candidates vae-20,vae-conv,...] [--json benchmarks/demo_candidates.json] [--figure PNG]
 
 Writes ``OUT/table.md``, ``OUT/table.json`` and, per candidate, ``OUT/<name>/`` (run directory)
 and ``OUT/<name>/report-seed<K>/`` (the ``tfuad evaluate`` report).
@@ -79,6 +79,7 @@ def parse_args(argv=None):
     p.add_argument("--modality", default="flair")
     p.add_argument("--test-seed", type=int, default=1, help="seed of the held-out test dataset")
     p.add_argument("--json", type=Path, help="also write the table's JSON here")
+    p.add_argument("--figure", type=Path, help="also draw the table as bars into this PNG")
     return p.parse_args(argv)
 
 
@@ -150,6 +151,34 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(rows: list[dict], path: Path, title: str) -> Path:
+    """Grouped bars: each candidate's mean per-subject AUROC per lesion type, and its DSC@5%."""
+    import numpy as np
+
+    from tfuad.canvas import new_figure, save_figure
+
+    fig = new_figure(10.0, 4.0)
+    ax_auc, ax_dice = fig.subplots(1, 2, gridspec_kw={"width_ratios": [len(TYPES) + 1, 1.6]})
+    width = 0.8 / len(rows)
+    x = np.arange(len(TYPES) + 1)
+    for i, r in enumerate(rows):
+        values = [r["auroc_by_type"][t] or 0.0 for t in TYPES] + [r["auroc"]]
+        ax_auc.bar(x + (i - (len(rows) - 1) / 2) * width, values, width, label=r["name"])
+        low, high = r["dice_ci"]
+        ax_dice.bar(i, r["dice@fpr@0.05"], 0.8, yerr=[[r["dice@fpr@0.05"] - low], [high - r["dice@fpr@0.05"]]],
+                    capsize=3, color=f"C{i}")
+    ax_auc.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax_auc.set_xticks(x, list(TYPES) + ["all (pooled)"])
+    ax_auc.set_ylim(0.0, 1.0)
+    ax_auc.set_ylabel("AUROC (mean per subject)")
+    ax_auc.legend(fontsize=7, ncol=len(rows), loc="upper center", bbox_to_anchor=(0.5, -0.09), frameon=False)
+    ax_dice.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=60, ha="right", fontsize=7)
+    ax_dice.set_ylabel("Dice at 5 % FPR (95 % CI)")
+    ax_dice.set_ylim(0.0, 1.0)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     names = [n.strip() for n in args.candidates.split(",") if n.strip()]
@@ -172,6 +201,9 @@ def main(argv=None) -> int:
     (args.out / "table.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if args.figure:
+        figure(rows, args.figure, f"Demo candidates ({args.modality}): trained on the demo data, "
+                                  f"scored on the test subjects of seed {args.test_seed}")
     print(md)
     return 0
 
