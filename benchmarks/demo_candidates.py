@@ -10,7 +10,8 @@ test subjects, so the choice is not tuned to what the demo shows.
 For each candidate the table gives the mean per-subject AUROC of each lesion type, the pooled
 AUROC and the mean Dice at the threshold calibrated for 5 % FPR over all test subjects, the
 FPR reached there, the training epochs (run / best) and the wall time of training, calibration
-and evaluation on this machine. Every step is skipped when its result is on disk, so an
+and evaluation on this machine. Every step is skipped when its result is on disk, and an
+interrupted training resumes from its last epoch (its time then counts from the restart), so an
 interrupted run continues where it stopped.
 
 Usage::
@@ -103,7 +104,7 @@ def _timed(stamp: Path, *args) -> float:
 
 def _epochs(run: Path) -> tuple[int, int]:
     """Epochs run and the best epoch (by validation loss) of a run's ``history.csv``."""
-    rows = list(csv.DictReader(open(run / "history.csv", encoding="utf-8")))
+    rows = list(csv.DictReader((run / "history.csv").read_text(encoding="utf-8").splitlines()))
     best = min(rows, key=lambda r: float(r["val_loss"]))
     return len(rows), int(best["epoch"])
 
@@ -112,8 +113,12 @@ def evaluate_candidate(c: Candidate, out: Path, train_data: Path, test_data: Pat
                        modality: str) -> dict:
     run = out / SHARED_RUN.get(c.name, c.name)
     run.mkdir(parents=True, exist_ok=True)
-    train_s = _timed(run / "train.time.json", "train", c.model, "--data", train_data, "--modality", modality,
-                     "--out", run, "--image-size", 64, "--figure-every", 0, "--overwrite", *c.train)
+    if (run / "config.json").is_file():  # an interrupted training continues from its last epoch
+        train = ("train", c.model, "--data", train_data, "--out", run, "--resume", *c.train)  # stored settings
+    else:
+        train = ("train", c.model, "--data", train_data, "--modality", modality, "--out", run, "--image-size", 64,
+                 "--figure-every", 0, "--overwrite", *c.train)
+    train_s = _timed(run / "train.time.json", *train)
     calib_s = _timed(run / f"calibrate-{c.method}.time.json", "calibrate", run, "--data", train_data,
                      "--method", c.method, "--median-size", 3, *c.calibrate)
     report = out / c.name / f"report-seed{test_seed}"
