@@ -92,7 +92,13 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", choices=VARIANTS, default="affine")
     parser.add_argument("--label", default=None, help="Run name (default ants_<variant>).")
     parser.add_argument("--part", default=None, help="K/N: every N-th scan from the K-th (0-based).")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="Seed of ANTs' random metric sampling (ants.config.set_ants_deterministic), so a "
+                             "rerun gives the same volumes; 0: unseeded (ANTs then seeds from the clock), as "
+                             "ANTsPy runs by default.")
     args = parser.parse_args(argv)
+    if args.seed > 0:
+        ants.config.set_ants_deterministic(True, args.seed)
     fixed = ants.image_read(str(args.out / "template.nii.gz"))
     fixed_mask = None
     if args.variant == "affine-mask":
