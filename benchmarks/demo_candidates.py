@@ -25,7 +25,6 @@ and ``OUT/<name>/report-seed<K>/`` (the ``tfuad evaluate`` report).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -52,24 +51,29 @@ class Candidate:
     description: str = ""
 
 
+#: Training budgets: the demo's own (20 epochs) and the default convergence rule with a high cap.
+QUICK = ("--epochs", "20", "--patience", "6")
+CONVERGED = ("--epochs", "150", "--patience", "10")
+
 CANDIDATES = {c.name: c for c in (
-    Candidate("vae-20", "vae", "residual", ("--epochs", "20", "--patience", "6"),
-              description="VAE, 64 px, at most 20 epochs (patience 6), residual"),
-    Candidate("vae-conv", "vae", "residual", ("--epochs", "150", "--patience", "10"),
+    Candidate("vae-20", "vae", "residual", QUICK, description="VAE, 64 px, at most 20 epochs (patience 6), residual"),
+    Candidate("vae-conv", "vae", "residual", CONVERGED,
               description="VAE, 64 px, to convergence (cap 150, patience 10), residual"),
-    Candidate("vae-conv-maptv", "vae", "map-tv", ("--epochs", "150", "--patience", "10"),
+    Candidate("vae-conv-maptv", "vae", "map-tv", CONVERGED,
               description="the same converged VAE, MAP-TV (paper schedule, 500 steps; λ from healthy slices)"),
-    Candidate("vae-20-maptv", "vae", "map-tv", ("--epochs", "20", "--patience", "6"), ("--schedule", "fast"),
+    Candidate("vae-20-maptv", "vae", "map-tv", QUICK, ("--schedule", "fast"),
               description="the 20-epoch VAE, MAP-TV (fast schedule; λ from healthy slices)"),
-    Candidate("svae-20", "svae", "residual", ("--epochs", "20", "--patience", "6"),
+    Candidate("svae-20", "svae", "residual", QUICK,
               description="sVAE (Baur), 64 px, at most 20 epochs (patience 6), residual"),
-    Candidate("svae-conv", "svae", "residual", ("--epochs", "150", "--patience", "10"),
-              description="sVAE (Baur), 64 px, to convergence, residual"),
-    Candidate("intensity", "vae", "intensity", ("--epochs", "20", "--patience", "6"),
+    Candidate("svae-conv", "svae", "residual", CONVERGED, description="sVAE (Baur), 64 px, to convergence, residual"),
+    Candidate("intensity", "vae", "intensity", QUICK,
               description="intensity threshold (same z-score normalisation; no model used)"),
 )}
-#: Candidates whose trained model is another candidate's (trained once, scored twice).
-SHARED_RUN = {"vae-conv-maptv": "vae-conv", "vae-20-maptv": "vae-20", "intensity": "vae-20"}
+
+
+def _run_name(c: Candidate) -> str:
+    """The run folder: the first candidate trained the same way (same model, same options) owns it."""
+    return next(o.name for o in CANDIDATES.values() if (o.model, o.train) == (c.model, c.train))
 
 
 def parse_args(argv=None):
@@ -86,10 +90,9 @@ def parse_args(argv=None):
 
 def _tfuad(*args) -> float:
     """Run one tfuad command; return its wall time in seconds."""
-    exe = Path(sys.executable).with_name("tfuad")
     start = time.perf_counter()
     print("$ tfuad " + " ".join(map(str, args)), flush=True)
-    subprocess.run([str(exe), *map(str, args)], check=True)
+    subprocess.run([sys.executable, "-m", "tfuad.cli.main", *map(str, args)], check=True)
     return time.perf_counter() - start
 
 
@@ -103,15 +106,17 @@ def _timed(stamp: Path, *args) -> float:
 
 
 def _epochs(run: Path) -> tuple[int, int]:
-    """Epochs run and the best epoch (by validation loss) of a run's ``history.csv``."""
-    rows = list(csv.DictReader((run / "history.csv").read_text(encoding="utf-8").splitlines()))
-    best = min(rows, key=lambda r: float(r["val_loss"]))
-    return len(rows), int(best["epoch"])
+    """Epochs run and the best epoch the training kept, from the run's checkpoint state."""
+    from tfuad.training.checkpoint import read_state
+    from tfuad.training.run import RunDir
+
+    state = read_state(RunDir(run).checkpoint_dir)
+    return state["epoch"], state["convergence"]["best_epoch"]
 
 
 def evaluate_candidate(c: Candidate, out: Path, train_data: Path, test_data: Path, test_seed: int,
                        modality: str) -> dict:
-    run = out / SHARED_RUN.get(c.name, c.name)
+    run = out / _run_name(c)
     run.mkdir(parents=True, exist_ok=True)
     if (run / "config.json").is_file():  # an interrupted training continues from its last epoch
         train = ("train", c.model, "--data", train_data, "--out", run, "--resume", *c.train)  # stored settings
