@@ -66,6 +66,10 @@ CANDIDATES = {c.name: c for c in (
     Candidate("svae-20", "svae", "residual", QUICK,
               description="sVAE (Baur), 64 px, at most 20 epochs (patience 6), residual"),
     Candidate("svae-conv", "svae", "residual", CONVERGED, description="sVAE (Baur), 64 px, to convergence, residual"),
+    Candidate("dvae-20", "dvae", "residual", QUICK,
+              description="dVAE (Baur, dense 512-d latent), 64 px, at most 20 epochs (patience 6), residual"),
+    Candidate("dae-20", "dae", "residual", QUICK,
+              description="dAE (Baur, dense 512-d bottleneck), 64 px, at most 20 epochs (patience 6), residual"),
     Candidate("intensity", "vae", "intensity", QUICK,
               description="intensity threshold (same z-score normalisation; no model used)"),
 )}

@@ -20,6 +20,12 @@ Outputs in ``OUT``: ``<modality>/<key>/`` (one cross-validation per model: ``fol
 ``fold-<i>/`` runs, ``report/``), ``<modality>/table.md`` and ``table.json`` (the table with
 settings and timings), ``<modality>/reconstructions.png`` (every model's reconstruction of one
 lesioned slice, by the fold that tests it), and ``timings.json``.
+
+With ``--keep DIR`` every finished model's reports (``summary.json``, ``per_subject.csv``,
+``summary.md``: a few tens of kB, no volumes) are also copied to ``DIR/<modality>/<key>/<report>/``,
+and the tables hold every row found in ``OUT`` or in ``DIR``. Kept reports are what the repository
+holds of the runs (``benchmarks/repro128/``): a later run in another ``OUT`` adds its rows to the same
+table, and ``tfuad compare`` pairs any two rows from them without the run folders.
 """
 from __future__ import annotations
 
@@ -114,6 +120,27 @@ def _report(out: Path, modality: str, key: str) -> Path:
     return out / modality / key / "report" / "summary.json"
 
 
+#: The files of a report folder that are kept: what the tables and ``tfuad compare`` read.
+KEPT_FILES = ("summary.json", "per_subject.csv", "summary.md")
+
+
+def _keep_reports(args, modality: str, key: str) -> None:
+    """Copy the reports of one finished model into ``--keep`` (each file atomically)."""
+    if not args.keep:
+        return
+    from tfuad.files import atomic_path
+
+    for report in sorted((Path(args.out) / modality / key).glob("report*/")):
+        if not (report / "summary.json").is_file():
+            continue
+        dest = Path(args.keep) / modality / key / report.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in KEPT_FILES:
+            if (report / name).is_file():
+                with atomic_path(dest / name) as tmp:
+                    Path(tmp).write_bytes((report / name).read_bytes())
+
+
 def _key_done(args, modality: str, key: str) -> bool:
     path = _report(Path(args.out), modality, key)
     if not path.is_file():
@@ -150,14 +177,19 @@ def _table_rows(args, modality: str) -> list:
     of the same cross-validation (a method evaluated later on the finished folds, e.g. ``report-intensity``).
     """
     rows = []
+    roots = [Path(args.out)] + ([Path(args.keep)] if args.keep else [])
     for row in ROWS + POSITIVE_ROWS:
-        main = _report(Path(args.out), modality, row.key)
-        others = sorted(set(main.parent.parent.glob("report*/summary.json")) - {main})
-        for path in [main, *others] if main.is_file() else others:
+        paths = []
+        for root in roots:  # the run folder first, then the kept reports
+            main = _report(root, modality, row.key)
+            others = sorted(set(main.parent.parent.glob("report*/summary.json")) - {main})
+            paths += [main, *others] if main.is_file() else others
+        for path in paths:
             found = [m for m in json.loads(path.read_text(encoding="utf-8"))["methods"]
                      if m["method"] == row.method]
-            if found:
-                rows.append(dict(found[0], label=_label(row, args.image_size)))
+            if found:  # reports made before they recorded the precision were float32
+                bf16 = found[0].get("precision") == "mixed_bfloat16"
+                rows.append(dict(found[0], label=_label(row, args.image_size) + (", bfloat16" if bf16 else "")))
                 break
     return rows
 
@@ -173,10 +205,11 @@ def _write_tables(args, modality: str, clock) -> str:
     text = "\n".join([f"# {title}", "", f"Subjects per row: {', '.join(map(str, n)) or 'none yet'}; "
                       "means with bootstrap 95 % intervals over subjects.", "", markdown_table(rows).rstrip(), "",
                       "At the 5 % FPR limit:", "", measures_table(rows).rstrip(), ""])
+    for out in [Path(args.out) / modality] + ([Path(args.keep) / modality] if args.keep else []):
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "table.md") as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
     out = Path(args.out) / modality
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "table.md") as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
     settings = {k: v for k, v in vars(args).items() if k not in ("rows", "worker", "modality")}
     write_json({"settings": {**settings, "modality": modality}, "rows": rows, "timings": clock.data},
                out / "table.json")
@@ -251,6 +284,10 @@ def main(argv=None):
     parser.add_argument("--positive", action="store_true",
                         help="also score sVAE, VAE and GMVAE c=3 by the positive part (residual-positive, "
                              "map-tv-positive)")
+    parser.add_argument("--keep", default=None,
+                        help="also copy every finished model's reports (summary.json, per_subject.csv, summary.md) "
+                             "here, and build the tables from the rows found in OUT or here "
+                             "(the repository keeps them in benchmarks/repro128)")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the tables and figure")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -287,7 +324,11 @@ def main(argv=None):
             else:
                 failed.append(f"{modality}/{key}")
             clock = Clock(out / "timings.json")
+            _keep_reports(args, modality, key)
             print(_write_tables(args, modality, clock))
+        for key in _keys(args):  # also reports finished before --keep was given
+            if _key_done(args, modality, key):
+                _keep_reports(args, modality, key)
         print(_write_tables(args, modality, clock))
         _reconstruction_figure(args, modality, log)
     if failed:

@@ -76,6 +76,9 @@ def test_evaluate_writes_the_report_and_beats_chance(tmp_path, trained_run, demo
     methods = {m["method"]: m for m in summary["methods"]}
     assert set(methods) == {"residual", "intensity"}
     assert summary["modality"] == "flair" and len(summary["subjects"]) == 2
+    # Each row records the precision its network ran at (the calibrated one); a threshold has no network.
+    calibrated = json.loads((trained_run / "calibration-residual.json").read_text())["extra"]["precision"]
+    assert methods["residual"]["precision"] == calibrated and methods["intensity"]["precision"] is None
     # A trained model separates lesions from healthy brain far better than a random map (AUROC 0.5).
     assert methods["residual"]["auroc"] > 0.75, methods["residual"]["auroc"]
     for m in methods.values():

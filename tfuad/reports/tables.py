@@ -252,7 +252,7 @@ def method_summary(method: str, label: str, rows, thresholds: dict, pooled, *, s
         thresholds: Its calibrated thresholds.
         pooled: ``(maps, truths, brains)``: one volume of each per subject, for the pooled and
             slice-level measures.
-        settings: The method's calibrated settings (λ, schedule) to report.
+        settings: The method's calibrated settings (λ, schedule, the network's precision) to report.
         bootstrap: How intervals are drawn (default: 2000 resamples, 95 %, seed 0).
     """
     from tfuad.metrics.sample import sample_level_auc
@@ -266,6 +266,7 @@ def method_summary(method: str, label: str, rows, thresholds: dict, pooled, *, s
     summary = {
         "method": method, "label": label, "thresholds": thresholds,
         "lambda": settings.get("lambda"), "schedule": settings.get("schedule"),
+        "precision": settings.get("precision"),
         "auroc": float(pooled_auc["auroc"]["value"]), "auprc": float(pooled_auc["auprc"]["value"]),
         "auroc_ci": pooled_auc["auroc"], "auprc_ci": pooled_auc["auprc"],
         "slice_level": sample_level_auc(maps, truths, brains, level="slice", reduce="p99"),
