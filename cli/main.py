@@ -49,9 +49,12 @@ def main():
     (VAE/GMVAE priors, MAP-TV restoration).
 
     \b
-    Quick start on the built-in demo data:
+    Quick start on the built-in demo data (scripts/demo.sh runs the same steps):
       tfuad data demo --out demo_data
-      tfuad train svae --data demo_data --modality flair --out runs/svae --epochs 5
+      tfuad train vae --data demo_data --modality flair --out runs/vae --image-size 64 --epochs 20
+      tfuad calibrate runs/vae --data demo_data --method residual --method intensity
+      tfuad detect demo_data/sub-test002/sub-test002_flair.nii.gz --model runs/vae --out detections --fpr 0.05
+      tfuad evaluate --model runs/vae --data demo_data --out report
     """
     if click.get_current_context().invoked_subcommand in TENSORFLOW_COMMANDS:
         import_tensorflow_quietly()

@@ -47,7 +47,7 @@ def train(model, data_path, derivatives, run_dir, protocol, strategy, resume, in
 
     \b
     Example:
-      tfuad train svae --data demo_data --modality flair --out runs/svae --epochs 5
+      tfuad train vae --data demo_data --modality flair --out runs/vae --image-size 64 --epochs 20
       tfuad train gmvae --clusters 9 --data brats18 --protocol brats-healthy-slices --out runs/gmvae
     """
     from tfuad.data.layouts import discover

@@ -57,3 +57,25 @@ def test_calibrate_and_detect_with_the_positive_residual(run, demo_data, tmp_pat
     assert result.exit_code == 0, result.output
     record = json.loads(next(out.glob("*/detection.json")).read_text())
     assert record["method"] == "positive residual of SpatialAE"
+
+
+def test_methods_that_differ_only_in_polarity_share_one_healthy_estimate(trained_run, demo_data):
+    subject = discover(demo_data).split("test").subjects[0]
+    fast = {"schedule": "fast", "max_steps": 2}
+    absolute = Detector(trained_run, "map-tv", calibrated=False, lam=1.0, **fast)
+    positive = Detector(trained_run, "map-tv-positive", calibrated=False, lam=1.0, **fast)
+    other_lam = Detector(trained_run, "map-tv-positive", calibrated=False, lam=2.0, **fast)
+    assert absolute.estimate_key() == positive.estimate_key() != other_lam.estimate_key()
+    assert Detector(trained_run, "residual", calibrated=False).estimate_key() != absolute.estimate_key()
+    assert Detector(trained_run, "intensity", calibrated=False).estimate_key() is None
+    prepared = absolute.prepare(subject.image("flair"))
+    shared = {}
+    first = absolute.run_volume(prepared, shared=shared)
+    second = positive.run_volume(prepared, shared=shared)
+    assert len(shared) == 1 and second.restored is first.restored  # restored once, reused
+    assert second.seconds == first.seconds  # the method's own cost, not the reuse's
+    alone = positive.run_volume(prepared)  # restored again from scratch: the same map
+    np.testing.assert_allclose(second.map, alone.map, atol=1e-5)
+    np.testing.assert_allclose(second.slice_maps, np.where(prepared.brain, np.maximum(
+        prepared.slices - first.restored, 0), 0), atol=1e-6)
+    assert second.map.max() > 0 and np.all(second.slice_maps <= first.slice_maps + 1e-6)

@@ -109,12 +109,12 @@ def _score_subject(detectors: dict, subject, modality: str, n_examples: int, log
     first = detectors[first_name]
     prep = first.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
                          lesion_mask_path=subject.lesion_mask)
-    results = {}
+    results, estimates = {}, {}  # estimates: X̂ shared by methods that differ only in polarity
     regions = false_positive_regions(prep.lesion_mask, prep.brain_mask, spacing=prep.volume.zooms,
                                      near_mm=NEAR_MM)  # once per subject, for every method
     for method, det in detectors.items():
         cal = det.calibration()
-        result = results[method] = det.run_volume(prep)
+        result = results[method] = det.run_volume(prep, shared=estimates)
         row = subject_row(subject.id, method, result.map, prep.lesion_mask, prep.brain_mask, cal.thresholds,
                           det.segment, slices=prep.slices.shape[0], seconds=result.seconds,
                           spacing=prep.volume.zooms, regions=regions)

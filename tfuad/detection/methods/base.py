@@ -160,6 +160,21 @@ class ScoringMethod:
         difference = slices - estimate
         return tf.nn.relu(difference) if self.polarity == "positive" else tf.abs(difference)
 
+    def estimate_key(self):
+        """What the healthy estimate X̂ depends on besides the slices and the weights (hashable), or ``None``.
+
+        Two methods of one run whose keys are equal make the same X̂ of the same slices and differ
+        only in how they score the deviation from it (:attr:`polarity`), so an evaluation of both
+        computes X̂ once (:meth:`~tfuad.detection.detector.Detector.run_volume` with ``shared``).
+        ``None`` (the default) shares nothing.
+
+        Example:
+            >>> from tfuad.detection.methods import get_method
+            >>> get_method("intensity")().estimate_key() is None
+            True
+        """
+        return None
+
     def build(self) -> None:
         """Build what :meth:`graph_maps` needs (e.g. compiled loops) before a serving graph is traced."""
 

@@ -96,6 +96,15 @@ class MapTVMethod(ScoringMethod):
         restored = self.restorer().restore(slices, mask=brain)
         return self.deviation(slices, restored), restored
 
+    def estimate_key(self):
+        """The restoration depends on λ, the schedule, the precision and the batching (both polarities share it)."""
+        import json
+
+        from tfuad.detection.restoration import schedule_config
+
+        return ("map-tv", self.lam, json.dumps(schedule_config(self.schedule), sort_keys=True), self.precision,
+                self.batch_size)
+
     def graph_maps(self, slices, brain):
         restored = self.restorer().restore_tensor(slices, brain)
         return self.deviation(slices, restored), restored

@@ -43,6 +43,10 @@ class ResidualMethod(ScoringMethod):
         estimate = reconstruct_slices(self.model, slices, self.batch_size or DEFAULT_BATCH, precision=self.precision)
         return self.deviation(slices, estimate), estimate
 
+    def estimate_key(self):
+        """The reconstruction depends on the precision and the batching only (both polarities share it)."""
+        return ("reconstruction", self.precision, self.batch_size or DEFAULT_BATCH)
+
     def graph_maps(self, slices, brain):
         from tfuad.models.base import computing_at
 
