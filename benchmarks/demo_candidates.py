@@ -66,6 +66,8 @@ CANDIDATES = {c.name: c for c in (
     Candidate("svae-20", "svae", "residual", QUICK,
               description="sVAE (Baur), 64 px, at most 20 epochs (patience 6), residual"),
     Candidate("svae-conv", "svae", "residual", CONVERGED, description="sVAE (Baur), 64 px, to convergence, residual"),
+    Candidate("vae2x2-20", "vae", "residual", QUICK + ("-O", "filters=[16,32,64,128,256]"),
+              description="VAE with five encoder blocks: a 2×2 latent at 64 px, as the paper's six give at 128 px"),
     Candidate("dvae-20", "dvae", "residual", QUICK,
               description="dVAE (Baur, dense 512-d latent), 64 px, at most 20 epochs (patience 6), residual"),
     Candidate("dae-20", "dae", "residual", QUICK,
@@ -171,7 +173,7 @@ def figure(rows: list[dict], path: Path, title: str) -> Path:
 
     from tfuad.canvas import new_figure, save_figure
 
-    fig = new_figure(10.0, 4.0)
+    fig = new_figure(11.0, 4.6)
     ax_auc, ax_dice = fig.subplots(1, 2, gridspec_kw={"width_ratios": [len(TYPES) + 1, 1.6]})
     width = 0.8 / len(rows)
     x = np.arange(len(TYPES) + 1)
@@ -182,10 +184,11 @@ def figure(rows: list[dict], path: Path, title: str) -> Path:
         ax_dice.bar(i, r["dice@fpr@0.05"], 0.8, yerr=[[r["dice@fpr@0.05"] - low], [high - r["dice@fpr@0.05"]]],
                     capsize=3, color=f"C{i}")
     ax_auc.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax_auc.set_xticks(x, list(TYPES) + ["all (pooled)"])
+    ax_auc.set_xticks(x, list(TYPES) + ["all (pooled)"], fontsize=8)
     ax_auc.set_ylim(0.0, 1.0)
     ax_auc.set_ylabel("AUROC (mean per subject)")
-    ax_auc.legend(fontsize=7, ncol=len(rows), loc="upper center", bbox_to_anchor=(0.5, -0.09), frameon=False)
+    ax_auc.legend(fontsize=7, ncol=min(len(rows), 5), loc="upper center", bbox_to_anchor=(0.5, -0.09),
+                  frameon=False)
     ax_dice.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=60, ha="right", fontsize=7)
     ax_dice.set_ylabel("Dice at 5 % FPR (95 % CI)")
     ax_dice.set_ylim(0.0, 1.0)

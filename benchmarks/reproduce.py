@@ -64,6 +64,7 @@ ROWS = (
     Row("anogan", "AnoGAN", "anogan", "residual"),
     Row("vae", "VAE (residual)", "vae", "residual"),
     Row("vae", "VAE (MAP-TV)", "vae", "map-tv"),
+    Row("gmvae-c3", "GMVAE c=3 (residual)", "gmvae", "residual", {"clusters": 3}),
     Row("gmvae-c3", "GMVAE c=3 (MAP-TV)", "gmvae", "map-tv", {"clusters": 3}),
     Row("gmvae-c6", "GMVAE c=6 (MAP-TV)", "gmvae", "map-tv", {"clusters": 6}),
     Row("gmvae-c9", "GMVAE c=9 (MAP-TV)", "gmvae", "map-tv", {"clusters": 9}),
@@ -141,32 +142,65 @@ def _keep_reports(args, modality: str, key: str) -> None:
                     Path(tmp).write_bytes((report / name).read_bytes())
 
 
+def _methods(args, key: str) -> list:
+    """The methods one model is scored by: its rows' and, with ``--reference``, the intensity baseline."""
+    methods = [r.method for r in _rows(args) if r.key == key] + (["intensity"] if args.reference else [])
+    return list(dict.fromkeys(methods))
+
+
+def _methods_found(root: Path) -> set:
+    """The methods that one of a model's report folders (``report*/``) holds."""
+    return {m["method"] for path in root.glob("report*/summary.json")
+            for m in json.loads(path.read_text(encoding="utf-8"))["methods"]}
+
+
 def _key_done(args, modality: str, key: str) -> bool:
-    path = _report(Path(args.out), modality, key)
-    if not path.is_file():
-        return False
-    have = {m["method"] for m in json.loads(path.read_text())["methods"]}
-    return {r.method for r in _rows(args) if r.key == key} <= have
+    root = Path(args.out) / modality / key
+    return (root / "report" / "summary.json").is_file() and set(_methods(args, key)) <= _methods_found(root)
 
 
 def _run_key(key: str, args, clock, log) -> None:
-    """Cross-validate one model for all its rows' methods (resumable)."""
+    """Cross-validate one model for all its methods (resumable).
+
+    A model whose cross-validation is finished is not evaluated again: the methods its reports
+    lack (a row added later, the intensity baseline) are calibrated on each fold and scored into
+    ``report-<methods>/``, over the same subjects.
+    """
+    from tfuad.data.folds import cross_validation_folds
     from tfuad.data.layouts import discover
     from tfuad.training import TrainConfig
+    from tfuad.training.run import RunDir
+    from tfuad.workflows.calibrate import calibrate_run
     from tfuad.workflows.crossval import crossval
+    from tfuad.workflows.evaluate import evaluate_folds
 
     rows = [r for r in _rows(args) if r.key == key]
-    methods = list(dict.fromkeys(r.method for r in rows))
-    config = TrainConfig(model=rows[0].model, modality=args.modality, epochs=args.epochs, patience=args.patience,
-                         batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
-                         standardize=args.standardize, model_kwargs=_model_kwargs(rows[0], args.image_size),
-                         precision=args.precision)
-    log(f"[{args.modality}/{key}] {rows[0].model} {config.model_kwargs or ''}: {', '.join(methods)}")
+    methods = _methods(args, key)
+    root = Path(args.out) / args.modality / key
+    dataset = discover(Path(args.data).resolve())
+    schedule = {"schedule": args.schedule, "max_steps": args.max_steps}
     start = time.perf_counter()
-    crossval(discover(Path(args.data).resolve()), Path(args.out) / args.modality / key, config, k=args.folds,
-             seed=args.fold_seed, calib_per_fold=args.calib_per_fold, methods=methods,
-             calibration={"schedule": args.schedule, "max_steps": args.max_steps},
-             evaluation={"schedule": args.schedule, "max_steps": args.max_steps}, log=log)
+    if (root / "report" / "summary.json").is_file():
+        missing = [m for m in methods if m not in _methods_found(root)]
+        log(f"[{args.modality}/{key}] finished before; scoring {', '.join(missing)} on its folds")
+        folds = cross_validation_folds(dataset, args.folds, seed=args.fold_seed, calib_per_fold=args.calib_per_fold)
+        runs = []
+        for i, fold in enumerate(folds):
+            run = RunDir(root / f"fold-{i}")
+            for method in missing:
+                calibrate_run(run.path, fold, method=method, log=log, **schedule)
+            runs.append((run.path, fold))
+        learned = [m for m in missing if m != "intensity"]
+        evaluate_folds(runs, root / f"report-{'+'.join(missing)}", methods=learned or missing,
+                       include_intensity="intensity" in missing, log=log, **schedule)
+    else:
+        config = TrainConfig(model=rows[0].model, modality=args.modality, epochs=args.epochs,
+                             patience=args.patience, batch_size=args.batch_size, image_size=args.image_size,
+                             seed=args.seed, standardize=args.standardize,
+                             model_kwargs=_model_kwargs(rows[0], args.image_size), precision=args.precision)
+        log(f"[{args.modality}/{key}] {rows[0].model} {config.model_kwargs or ''}: {', '.join(methods)}")
+        crossval(dataset, root, config, k=args.folds, seed=args.fold_seed, calib_per_fold=args.calib_per_fold,
+                 methods=methods, calibration=schedule, evaluation=schedule, log=log)
     clock.record(f"{args.modality}/{key}", time.perf_counter() - start)
 
 
@@ -180,10 +214,13 @@ def _table_rows(args, modality: str) -> list:
     roots = [Path(args.out)] + ([Path(args.keep)] if args.keep else [])
     for row in ROWS + POSITIVE_ROWS:
         paths = []
-        for root in roots:  # the run folder first, then the kept reports
-            main = _report(root, modality, row.key)
-            others = sorted(set(main.parent.parent.glob("report*/summary.json")) - {main})
-            paths += [main, *others] if main.is_file() else others
+        # the intensity baseline is the same on every model's folds: the first model that has it
+        keys = RUN_ORDER if row.method == "intensity" else (row.key,)
+        for key in keys:
+            for root in roots:  # the run folder first, then the kept reports
+                main = _report(root, modality, key)
+                others = sorted(set(main.parent.parent.glob("report*/summary.json")) - {main})
+                paths += [main, *others] if main.is_file() else others
         for path in paths:
             found = [m for m in json.loads(path.read_text(encoding="utf-8"))["methods"]
                      if m["method"] == row.method]
@@ -288,6 +325,10 @@ def main(argv=None):
                         help="also copy every finished model's reports (summary.json, per_subject.csv, summary.md) "
                              "here, and build the tables from the rows found in OUT or here "
                              "(the repository keeps them in benchmarks/repro128)")
+    parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                        help="also score the intensity baseline on every model's folds (a few minutes), so "
+                             "each model's rows pair with it over the same subjects; the tables show it once, "
+                             "since every model's folds give the same row")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the tables and figure")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -324,10 +365,9 @@ def main(argv=None):
             else:
                 failed.append(f"{modality}/{key}")
             clock = Clock(out / "timings.json")
-            _keep_reports(args, modality, key)
             print(_write_tables(args, modality, clock))
-        for key in _keys(args):  # also reports finished before --keep was given
-            if _key_done(args, modality, key):
+        for key in _keys(args):  # also models finished before --keep was given
+            if (Path(args.out) / modality / key / "report" / "summary.json").is_file():
                 _keep_reports(args, modality, key)
         print(_write_tables(args, modality, clock))
         _reconstruction_figure(args, modality, log)
