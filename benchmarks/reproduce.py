@@ -168,6 +168,7 @@ def _run_key(key: str, args, clock, log) -> None:
     """
     from tfuad.data.folds import cross_validation_folds
     from tfuad.data.layouts import discover
+    from tfuad.detection.methods import get_method
     from tfuad.training import TrainConfig
     from tfuad.training.run import RunDir
     from tfuad.workflows.calibrate import calibrate_run
@@ -187,8 +188,9 @@ def _run_key(key: str, args, clock, log) -> None:
         runs = []
         for i, fold in enumerate(folds):
             run = RunDir(root / f"fold-{i}")
-            for method in missing:
-                calibrate_run(run.path, fold, method=method, log=log, **schedule)
+            for method in missing:  # a calibration left by an interrupted run is kept when it is current
+                if run.stale_calibration(method, weighted=get_method(method).needs is not None) is not None:
+                    calibrate_run(run.path, fold, method=method, log=log, **schedule)
             runs.append((run.path, fold))
         learned = [m for m in missing if m != "intensity"]
         evaluate_folds(runs, root / f"report-{'+'.join(missing)}", methods=learned or missing,
