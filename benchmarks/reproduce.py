@@ -166,43 +166,27 @@ def _run_key(key: str, args, clock, log) -> None:
     lack (a row added later, the intensity baseline) are calibrated on each fold and scored into
     ``report-<methods>/``, over the same subjects.
     """
-    from tfuad.data.folds import cross_validation_folds
     from tfuad.data.layouts import discover
-    from tfuad.detection.methods import get_method
     from tfuad.training import TrainConfig
-    from tfuad.training.run import RunDir
-    from tfuad.workflows.calibrate import calibrate_run
     from tfuad.workflows.crossval import crossval
-    from tfuad.workflows.evaluate import evaluate_folds
 
     rows = [r for r in _rows(args) if r.key == key]
     methods = _methods(args, key)
     root = Path(args.out) / args.modality / key
-    dataset = discover(Path(args.data).resolve())
+    report = "report"
+    if (root / report / "summary.json").is_file():  # finished: training and calibrations are resumed as no-ops
+        methods = [m for m in methods if m not in _methods_found(root)]
+        report = f"report-{'+'.join(methods)}"
+    config = TrainConfig(model=rows[0].model, modality=args.modality, epochs=args.epochs, patience=args.patience,
+                         batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
+                         standardize=args.standardize, model_kwargs=_model_kwargs(rows[0], args.image_size),
+                         precision=args.precision)
+    log(f"[{args.modality}/{key}] {rows[0].model} {config.model_kwargs or ''}: {', '.join(methods)} -> {report}/")
     schedule = {"schedule": args.schedule, "max_steps": args.max_steps}
     start = time.perf_counter()
-    if (root / "report" / "summary.json").is_file():
-        missing = [m for m in methods if m not in _methods_found(root)]
-        log(f"[{args.modality}/{key}] finished before; scoring {', '.join(missing)} on its folds")
-        folds = cross_validation_folds(dataset, args.folds, seed=args.fold_seed, calib_per_fold=args.calib_per_fold)
-        runs = []
-        for i, fold in enumerate(folds):
-            run = RunDir(root / f"fold-{i}")
-            for method in missing:  # a calibration left by an interrupted run is kept when it is current
-                if run.stale_calibration(method, weighted=get_method(method).needs is not None) is not None:
-                    calibrate_run(run.path, fold, method=method, log=log, **schedule)
-            runs.append((run.path, fold))
-        learned = [m for m in missing if m != "intensity"]
-        evaluate_folds(runs, root / f"report-{'+'.join(missing)}", methods=learned or missing,
-                       include_intensity="intensity" in missing, log=log, **schedule)
-    else:
-        config = TrainConfig(model=rows[0].model, modality=args.modality, epochs=args.epochs,
-                             patience=args.patience, batch_size=args.batch_size, image_size=args.image_size,
-                             seed=args.seed, standardize=args.standardize,
-                             model_kwargs=_model_kwargs(rows[0], args.image_size), precision=args.precision)
-        log(f"[{args.modality}/{key}] {rows[0].model} {config.model_kwargs or ''}: {', '.join(methods)}")
-        crossval(dataset, root, config, k=args.folds, seed=args.fold_seed, calib_per_fold=args.calib_per_fold,
-                 methods=methods, calibration=schedule, evaluation=schedule, log=log)
+    crossval(discover(Path(args.data).resolve()), root, config, k=args.folds, seed=args.fold_seed,
+             calib_per_fold=args.calib_per_fold, methods=methods, calibration=schedule, evaluation=schedule,
+             report=report, log=log)
     clock.record(f"{args.modality}/{key}", time.perf_counter() - start)
 
 

@@ -151,17 +151,19 @@ class Detector:
         return prepare_volume(image_path, self.pconfig, brain_mask_path=brain_mask_path,
                               lesion_mask_path=lesion_mask_path, stats=self.stats)
 
+    def _configured(self):
+        """The method, with its calibrated settings (e.g. λ, the schedule) applied once they are read."""
+        if self._stored is not None and self._calibration is None:
+            self.calibration()
+        return self.method
+
     def slice_maps(self, slices, brain=None):
         """Maps of ``(N, S, S, 1)`` slices in model space: ``(maps, estimate)``."""
-        if self._stored is not None and self._calibration is None:
-            self.calibration()  # the method's calibrated settings (e.g. λ) apply to every map
-        return self.method.slice_maps(np.asarray(slices, np.float32), brain)
+        return self._configured().slice_maps(np.asarray(slices, np.float32), brain)
 
     def estimate_key(self):
         """Key of the healthy estimate this detector makes (the run and the method's key), or ``None``."""
-        if self._stored is not None and self._calibration is None:
-            self.calibration()  # the calibrated settings (λ, schedule) are part of the key
-        key = self.method.estimate_key()
+        key = self._configured().estimate_key()  # the calibrated settings (λ, schedule) are part of it
         return None if key is None else (str(self.run.path.resolve()), key)
 
     def run_volume(self, prepared, shared: dict | None = None) -> DetectionResult:

@@ -67,7 +67,7 @@ def _train_and_calibrate(run: RunDir, fold, config, methods, calibration: dict, 
 
 def crossval(dataset, out_dir, config, *, k: int = 5, seed: int = 0, calib_per_fold: int = 1,
              healthy_calib: int = 0, methods=("residual", "intensity"), calibration: dict | None = None,
-             evaluation: dict | None = None, log=print) -> dict:
+             evaluation: dict | None = None, report: str = "report", log=print) -> dict:
     """Train, calibrate and evaluate ``k`` folds; write one merged report.
 
     Args:
@@ -83,6 +83,8 @@ def crossval(dataset, out_dir, config, *, k: int = 5, seed: int = 0, calib_per_f
             (``fprs``, ``postprocess``, ``schedule``, ...).
         evaluation: Keyword arguments of :func:`~tfuad.workflows.evaluate.evaluate_folds`
             (``bootstrap``, ``batch_size``, ...).
+        report: Name of the merged report's folder in ``out_dir`` (another name scores methods added
+            to a finished cross-validation beside its first report).
         log: Receives progress lines.
 
     Returns:
@@ -101,5 +103,5 @@ def crossval(dataset, out_dir, config, *, k: int = 5, seed: int = 0, calib_per_f
         _train_and_calibrate(run, fold, config, methods, dict(calibration or {}), log)
         runs.append((run.path, fold))
     learned = [m for m in methods if m != "intensity"]
-    return evaluate_folds(runs, out / "report", methods=learned or methods,
+    return evaluate_folds(runs, out / report, methods=learned or methods,
                           include_intensity="intensity" in methods, log=log, **dict(evaluation or {}))
