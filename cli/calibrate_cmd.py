@@ -65,7 +65,8 @@ def command(run_dir, data_path, derivatives, protocol, methods, lambdas, fprs, p
     settings and a fingerprint of the weights are stored with the calibration:
     detect, evaluate and export reuse the settings and refuse a calibration made
     for other weights. --method is repeatable; 'all' takes every method that
-    suits the model.
+    suits the model. Methods that differ only in the sign of their map (map-tv
+    and map-tv-positive) choose λ once and restore each healthy volume once.
 
     \b
     Example:
@@ -76,7 +77,7 @@ def command(run_dir, data_path, derivatives, protocol, methods, lambdas, fprs, p
     from tfuad.files import ensure_writable_dir
     from tfuad.postprocessing.filters import PostprocessConfig
     from tfuad.training.run import RunDir
-    from tfuad.workflows.calibrate import calibrate_run
+    from tfuad.workflows.calibrate import calibrate_methods
 
     run = RunDir(run_dir)
     ensure_writable_dir(run.path)
@@ -87,10 +88,10 @@ def command(run_dir, data_path, derivatives, protocol, methods, lambdas, fprs, p
                                     min_component_size=min_component)
     if "all" in methods:
         methods = methods_for(run.load_model())
-    for method in dict.fromkeys(methods):
-        cal = calibrate_run(run.path, dataset, method=method, fprs=fprs, percentile=percentile, schedule=schedule,
-                            max_steps=max_steps, lambdas=lambdas, batch_size=batch_size, postprocess=postprocess,
-                            precision=precision, log=click.echo)
+    calibrations = calibrate_methods(run.path, dataset, methods, fprs=fprs, percentile=percentile, schedule=schedule,
+                                     max_steps=max_steps, lambdas=lambdas, batch_size=batch_size,
+                                     postprocess=postprocess, precision=precision, log=click.echo)
+    for method, cal in calibrations.items():
         values = ", ".join(f"{k}={v:.4g}" for k, v in cal.thresholds.items())
         lam = f", lambda={cal.extra['lambda']:g}" if "lambda" in cal.extra else ""
         click.echo(f"{method}: {values}{lam} ({cal.n_voxels} healthy calibration voxels)")

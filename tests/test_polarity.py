@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from helpers import cli
 
@@ -79,3 +80,31 @@ def test_methods_that_differ_only_in_polarity_share_one_healthy_estimate(trained
     np.testing.assert_allclose(second.slice_maps, np.where(prepared.brain, np.maximum(
         prepared.slices - first.restored, 0), 0), atol=1e-6)
     assert second.map.max() > 0 and np.all(second.slice_maps <= first.slice_maps + 1e-6)
+
+
+def test_calibrating_both_polarities_together_searches_lambda_once_and_matches_alone(run, demo_data, tmp_path):
+    """``calibrate --method map-tv --method map-tv-positive`` shares λ and the restorations, not the thresholds."""
+    import shutil
+
+    alone = tmp_path / "alone"
+    shutil.copytree(run, alone)
+    options = ("--schedule", "fast", "--max-steps", "2", "--lambdas", "0.5,1,2")
+    together = cli("calibrate", run, "--data", demo_data, "--method", "map-tv", "--method", "map-tv-positive",
+                   *options)
+    assert together.exit_code == 0, together.output
+    assert together.output.count("choosing λ") == 1, together.output
+    assert "map-tv-positive: the settings chosen for map-tv" in together.output
+    for method in ("map-tv", "map-tv-positive"):
+        result = cli("calibrate", alone, "--data", demo_data, "--method", method, *options)
+        assert result.exit_code == 0, result.output
+        shared = json.loads((run / f"calibration-{method}.json").read_text())
+        own = json.loads((alone / f"calibration-{method}.json").read_text())
+        assert shared["method"] == own["method"] == method
+        assert shared["extra"]["lambda"] == own["extra"]["lambda"]
+        assert shared["extra"]["lambda_curve"] == pytest.approx(own["extra"]["lambda_curve"], rel=1e-4)
+        assert shared["extra"]["schedule"] == own["extra"]["schedule"]
+        assert shared["n_voxels"] == own["n_voxels"] > 0
+        assert shared["thresholds"] == pytest.approx(own["thresholds"], rel=1e-4, abs=1e-6)
+    absolute = json.loads((run / "calibration-map-tv.json").read_text())["thresholds"]
+    positive = json.loads((run / "calibration-map-tv-positive.json").read_text())["thresholds"]
+    assert all(positive[k] <= absolute[k] + 1e-6 for k in absolute) and positive != absolute

@@ -22,7 +22,7 @@ from tfuad.data.splits import prepare_split, split_subjects
 from tfuad.detection.detector import Detector
 from tfuad.errors import DatasetError
 
-__all__ = ["calibrate_run", "healthy_values", "fpr_curve", "DEFAULT_FPRS", "CURVE_FPRS"]
+__all__ = ["calibrate_run", "calibrate_methods", "healthy_values", "fpr_curve", "DEFAULT_FPRS", "CURVE_FPRS"]
 
 DEFAULT_FPRS = (0.01, 0.05, 0.10)
 #: FPR levels of the stored threshold-against-FPR curve (a served model interpolates between them).
@@ -44,31 +44,41 @@ def fpr_curve(volume_values, slice_values, fprs=DEFAULT_FPRS) -> dict:
             "slice_threshold": [slices[f] for f in levels]}
 
 
-def healthy_values(detector: Detector, prepared_list, *, progress=None):
+def healthy_values(detector, prepared_list, *, progress=None):
     """Map values on the brain voxels of healthy slices.
 
     Each volume is processed whole (the 3D median filter needs neighbours);
     only voxels of its healthy slices inside the brain mask are kept.
 
+    Args:
+        detector: A :class:`~tfuad.detection.detector.Detector`, or a list of them (of one run):
+            detectors with the same :meth:`~tfuad.detection.detector.Detector.estimate_key`
+            (e.g. ``map-tv`` and ``map-tv-positive``) then share each volume's healthy estimate.
+        prepared_list: Prepared volumes.
+        progress: Optional progress bar, advanced once per volume.
+
     Returns:
         ``(volume_values, slice_values)``: float32 values of the post-processed
         maps on the input's grid (what ``tfuad detect`` thresholds) and of the
         raw slice maps in model space (what the exported serving graph
-        thresholds).
+        thresholds); for a list of detectors, a list of such pairs in its order.
     """
-    volume_values, slice_values = [], []
+    detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
+    values = [([], []) for _ in detectors]
     for prep in prepared_list:
-        result = detector.run_volume(prep)
-        healthy = prep.training_indices(detector.pconfig)
-        keep = np.zeros(prep.brain_mask.shape, bool)
-        keep[:, :, healthy] = True
-        volume_values.append(result.map[keep & prep.brain_mask].astype(np.float32))
-        slice_values.append(result.slice_maps[healthy][prep.brain[healthy]].astype(np.float32))
+        shared = {}
+        for det, (volume_values, slice_values) in zip(detectors, values):
+            result = det.run_volume(prep, shared=shared)
+            healthy = prep.training_indices(det.pconfig)
+            keep = np.zeros(prep.brain_mask.shape, bool)
+            keep[:, :, healthy] = True
+            volume_values.append(result.map[keep & prep.brain_mask].astype(np.float32))
+            slice_values.append(result.slice_maps[healthy][prep.brain[healthy]].astype(np.float32))
         if progress is not None:
             progress.update(1)
-    if not volume_values:
-        return np.zeros(0, np.float32), np.zeros(0, np.float32)
-    return np.concatenate(volume_values), np.concatenate(slice_values)
+    empty = np.zeros(0, np.float32)
+    pairs = [(np.concatenate(v) if v else empty, np.concatenate(s) if s else empty) for v, s in values]
+    return pairs if isinstance(detector, (list, tuple)) else pairs[0]
 
 
 def healthy_slices(prepared_list, pconfig, limit: int, seed: int = 0):
@@ -97,47 +107,84 @@ def _calibration_subjects(detector: Detector, dataset, log):
     return calib
 
 
-def _method_settings(detector: Detector, calib, lambda_slices: int, log) -> dict:
-    """The method's own settings, chosen on healthy calibration slices; draws their curve."""
+def _method_settings(detector: Detector, calib, lambda_slices: int, log, chosen: dict) -> dict:
+    """The method's own settings, chosen on healthy calibration slices; draws their curve.
+
+    ``chosen`` maps :meth:`~tfuad.detection.methods.base.ScoringMethod.settings_key` to
+    ``(method name, settings)`` of the methods calibrated before in the same call: a method with
+    the same key takes those settings instead of searching again.
+    """
     from tfuad.reports.figures import plot_selection_curve
 
-    if not detector.method.calibrates:
-        return detector.method.settings()
+    method = detector.method
+    if not method.calibrates:
+        return method.settings()
+    key = method.settings_key()
+    if key is not None and key in chosen:
+        name, settings = chosen[key]
+        method.configure(settings)
+        log(f"{method.name}: the settings chosen for {name} ({', '.join(method.calibrates)}), the same search")
+        return dict(settings)
     slices, brains = healthy_slices(calib, detector.pconfig, lambda_slices)
-    settings = detector.method.calibrate_settings(slices, brains, log=log)
+    settings = method.calibrate_settings(slices, brains, log=log)
     curve = settings.pop("curve", None)
     if curve:
         path = plot_selection_curve(curve, detector.run.curve_path(curve["setting"]))
         log(f"selection curve: {path}")
+    if key is not None:
+        chosen[key] = (method.name, dict(settings))
     return settings
 
 
-def _percentile_values(detector: Detector, dataset, calib_values, log):
-    """Healthy values for the percentile threshold: training volumes, or calibration ones when costly."""
+def _percentile_values(detectors, dataset, calib_values, log):
+    """Healthy values for each detector's percentile threshold: training volumes, or calibration ones when costly.
+
+    Returns:
+        ``[(values, source)]`` in the order of ``detectors``.
+    """
     from tqdm.auto import tqdm
 
-    if detector.method.costly:  # restoring every training volume would be too costly
-        return calib_values, "calib"
-    train = _prepared(detector, dataset, "train", log)
-    with tqdm(total=len(train), desc="98th percentile on training data", unit="volume", disable=None) as bar:
-        return healthy_values(detector, train, progress=bar)[0], "train"
+    cheap = [d for d in detectors if not d.method.costly]  # restoring every training volume would be too costly
+    train_values = {}
+    if cheap:
+        train = _prepared(cheap[0], dataset, "train", log)
+        with tqdm(total=len(train), desc="98th percentile on training data", unit="volume", disable=None) as bar:
+            train_values = {id(d): v for d, (v, _) in zip(cheap, healthy_values(cheap, train, progress=bar))}
+    return [(train_values[id(d)], "train") if id(d) in train_values else (c, "calib")
+            for d, c in zip(detectors, calib_values)]
 
 
-def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FPRS, percentile: float = 98.0,
-                  lambda_slices: int = 32, batch_size: int | None = None, postprocess=None, log=print,
-                  **options):
+def calibrate_run(run_dir, dataset, *, method: str = "residual", **kwargs):
     """Calibrate ``method`` of a run on a dataset's healthy data and save it in the run.
+
+    The one-method form of :func:`calibrate_methods` (the same arguments, ``method`` a name).
+
+    Returns:
+        The saved :class:`~tfuad.postprocessing.thresholds.Calibration`.
+    """
+    return calibrate_methods(run_dir, dataset, [method], **kwargs)[method]
+
+
+def calibrate_methods(run_dir, dataset, methods, *, fprs=DEFAULT_FPRS, percentile: float = 98.0,
+                      lambda_slices: int = 32, batch_size: int | None = None, postprocess=None, log=print,
+                      **options) -> dict:
+    """Calibrate several methods of a run on a dataset's healthy data and save each in the run.
+
+    Methods that differ only in the polarity of their map (``map-tv`` and ``map-tv-positive``)
+    search their own settings once (:meth:`~tfuad.detection.methods.base.ScoringMethod.settings_key`)
+    and restore each healthy volume once
+    (:meth:`~tfuad.detection.detector.Detector.estimate_key`); each still gets its own thresholds.
 
     Args:
         run_dir: Run directory.
         dataset: :class:`~tfuad.data.layouts.Dataset` with ``train`` and ``calib``
             splits (or healthy subjects); ``calib`` gives the FPR thresholds and the
-            method's settings, ``train`` the 98th percentile (costly methods such
+            methods' settings, ``train`` the 98th percentile (costly methods such
             as MAP-TV and AnoGAN: ``calib``).
-        method: A scoring method name (``residual``, ``map-tv``, ``intensity``).
+        methods: Scoring method names (``residual``, ``map-tv``, ``intensity``, ...).
         fprs: FPR limits.
         percentile: Percentile threshold (paper: 98).
-        lambda_slices: Healthy calibration slices used to choose the method's settings.
+        lambda_slices: Healthy calibration slices used to choose the methods' settings.
         batch_size: Slices per batch.
         postprocess: :class:`~tfuad.postprocessing.filters.PostprocessConfig` stored with the
             calibration and used by every later detection (default: the paper's).
@@ -146,7 +193,10 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
             the calibration where the thresholds depend on them.
 
     Returns:
-        The saved :class:`~tfuad.postprocessing.thresholds.Calibration`.
+        ``{method: Calibration}`` (:class:`~tfuad.postprocessing.thresholds.Calibration`), each saved.
+
+    Example:
+        >>> calibrate_methods("runs/vae", discover("brats18"), ["map-tv", "map-tv-positive"])  # doctest: +SKIP
     """
     from tqdm.auto import tqdm
 
@@ -159,24 +209,34 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", fprs=DEFAULT_FP
         percentile_threshold,
     )
 
-    detector = Detector(run_dir, method, batch_size=batch_size, postprocess=postprocess or PostprocessConfig(),
-                        calibrated=False, **options)
-    calib = _calibration_subjects(detector, dataset, log)
-    extra = _method_settings(detector, calib, lambda_slices, log)
-    with tqdm(total=len(calib), desc=f"calibrating {method}", unit="volume", disable=None) as bar:  # terminals only
-        calib_values, calib_slice_values = healthy_values(detector, calib, progress=bar)
-    p_values, p_source = _percentile_values(detector, dataset, calib_values, log)
-    thresholds = {percentile_key(percentile): percentile_threshold(p_values, percentile)}
-    thresholds.update({fpr_key(k): v for k, v in fpr_thresholds(calib_values, fprs).items()})
-    extra.update({
-        "percentile_source": p_source, "n_percentile_voxels": int(p_values.size),
-        # Thresholds of the raw slice maps (no 3D post-processing), for the exported serving graph.
-        "slice_thresholds": {fpr_key(k): float(v) for k, v in fpr_thresholds(calib_slice_values, fprs).items()},
-        "fpr_curve": fpr_curve(calib_values, calib_slice_values, fprs),
-    })
-    weights = None if detector.model is None else detector.run.weights_fingerprint()
-    calibration = Calibration(method=method, thresholds=thresholds, n_voxels=int(calib_values.size),
-                              subject_ids=[p.volume.path for p in calib], postprocess=detector.postprocess.to_dict(),
-                              extra=extra, weights=weights)
-    calibration.to_json(detector.calibration_path)
-    return calibration
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ValueError("calibrate_methods needs at least one method")
+    postprocess = postprocess or PostprocessConfig()
+    detectors = [Detector(run_dir, name, batch_size=batch_size, postprocess=postprocess, calibrated=False,
+                          **options) for name in methods]
+    calib = _calibration_subjects(detectors[0], dataset, log)
+    chosen = {}
+    extras = [_method_settings(d, calib, lambda_slices, log, chosen) for d in detectors]
+    with tqdm(total=len(calib), desc=f"calibrating {', '.join(methods)}", unit="volume",
+              disable=None) as bar:  # terminals only
+        calib_values = healthy_values(detectors, calib, progress=bar)
+    percentile_values = _percentile_values(detectors, dataset, [v for v, _ in calib_values], log)
+    out = {}
+    for detector, extra, (values, slice_values), (p_values, p_source) in zip(detectors, extras, calib_values,
+                                                                             percentile_values):
+        thresholds = {percentile_key(percentile): percentile_threshold(p_values, percentile)}
+        thresholds.update({fpr_key(k): v for k, v in fpr_thresholds(values, fprs).items()})
+        extra.update({
+            "percentile_source": p_source, "n_percentile_voxels": int(p_values.size),
+            # Thresholds of the raw slice maps (no 3D post-processing), for the exported serving graph.
+            "slice_thresholds": {fpr_key(k): float(v) for k, v in fpr_thresholds(slice_values, fprs).items()},
+            "fpr_curve": fpr_curve(values, slice_values, fprs),
+        })
+        weights = None if detector.model is None else detector.run.weights_fingerprint()
+        calibration = Calibration(method=detector.method.name, thresholds=thresholds, n_voxels=int(values.size),
+                                  subject_ids=[p.volume.path for p in calib],
+                                  postprocess=detector.postprocess.to_dict(), extra=extra, weights=weights)
+        calibration.to_json(detector.calibration_path)
+        out[detector.method.name] = calibration
+    return out

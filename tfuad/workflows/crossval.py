@@ -28,7 +28,7 @@ from tfuad.data.folds import cross_validation_folds, fold_table
 from tfuad.errors import ConfigError
 from tfuad.files import ensure_writable_dir, read_json, write_json
 from tfuad.training.run import RunDir
-from tfuad.workflows.calibrate import calibrate_run
+from tfuad.workflows.calibrate import calibrate_methods
 from tfuad.workflows.evaluate import evaluate_folds
 
 __all__ = ["crossval", "FOLDS_FILE"]
@@ -60,9 +60,9 @@ def _train_and_calibrate(run: RunDir, fold, config, methods, calibration: dict, 
     from tfuad.training.trainer import train
 
     train(run.path, fold, config, resume=run.exists(), log=log)
-    for method in methods:
-        if not _calibrated(run, method):
-            calibrate_run(run.path, fold, method=method, log=log, **calibration)
+    missing = [m for m in methods if not _calibrated(run, m)]
+    if missing:  # together: methods that differ only in polarity search λ and restore once
+        calibrate_methods(run.path, fold, missing, log=log, **calibration)
 
 
 def crossval(dataset, out_dir, config, *, k: int = 5, seed: int = 0, calib_per_fold: int = 1,
@@ -79,7 +79,7 @@ def crossval(dataset, out_dir, config, *, k: int = 5, seed: int = 0, calib_per_f
         calib_per_fold: Labelled cases of the other folds that calibrate each fold.
         healthy_calib: Healthy-only subjects that calibrate every fold.
         methods: Methods to calibrate and evaluate (``intensity`` is the reference row).
-        calibration: Keyword arguments of :func:`~tfuad.workflows.calibrate.calibrate_run`
+        calibration: Keyword arguments of :func:`~tfuad.workflows.calibrate.calibrate_methods`
             (``fprs``, ``postprocess``, ``schedule``, ...).
         evaluation: Keyword arguments of :func:`~tfuad.workflows.evaluate.evaluate_folds`
             (``bootstrap``, ``batch_size``, ...).

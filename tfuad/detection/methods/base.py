@@ -175,6 +175,16 @@ class ScoringMethod:
         """
         return None
 
+    def settings_key(self):
+        """What the choice of the method's own settings depends on besides the model (hashable), or ``None``.
+
+        Two methods of one run with equal keys choose the same settings on the same healthy slices
+        (MAP-TV's λ does not depend on the polarity of the map), so a calibration of both searches
+        once (:func:`~tfuad.workflows.calibrate.calibrate_methods`). ``None`` (the default) shares
+        nothing.
+        """
+        return None
+
     def build(self) -> None:
         """Build what :meth:`graph_maps` needs (e.g. compiled loops) before a serving graph is traced."""
 

@@ -105,6 +105,13 @@ class MapTVMethod(ScoringMethod):
         return ("map-tv", self.lam, json.dumps(schedule_config(self.schedule), sort_keys=True), self.precision,
                 self.batch_size)
 
+    def settings_key(self):
+        """The λ search depends on the requested schedule, the λ grid, the precision and the batching."""
+        import json
+
+        return ("map-tv", json.dumps(self._request, sort_keys=True, default=str), self.lambdas, self.precision,
+                self.batch_size)
+
     def graph_maps(self, slices, brain):
         restored = self.restorer().restore_tensor(slices, brain)
         return self.deviation(slices, restored), restored
