@@ -31,7 +31,7 @@ from tfuad.training.run import RunDir
 from tfuad.workflows.calibrate import calibrate_methods
 from tfuad.workflows.evaluate import evaluate_folds
 
-__all__ = ["crossval", "FOLDS_FILE"]
+__all__ = ["crossval", "train_and_calibrate", "FOLDS_FILE"]
 
 #: The record of the folds in the output folder.
 FOLDS_FILE = "folds.json"
@@ -56,13 +56,28 @@ def _calibrated(run: RunDir, method: str) -> bool:
     return run.stale_calibration(method, weighted=get_method(method).needs is not None) is None
 
 
-def _train_and_calibrate(run: RunDir, fold, config, methods, calibration: dict, log) -> None:
+def train_and_calibrate(run_dir, dataset, config, methods, calibration: dict | None = None, log=print) -> None:
+    """Train (or resume) one run on ``dataset`` and calibrate the ``methods`` it lacks for its weights.
+
+    One fold's work in :func:`crossval`, for studies that train on datasets of their own (subsets of a
+    fold's training cases, for instance). Methods that differ only in polarity are calibrated together,
+    so they search λ and restore the healthy slices once.
+
+    Args:
+        run_dir: The run directory (created, or resumed when it holds a run).
+        dataset: A :class:`~tfuad.data.layouts.Dataset` with ``train`` and ``calib`` splits.
+        config: The :class:`~tfuad.training.trainer.TrainConfig`.
+        methods: Methods to calibrate (those calibrated for the current weights are skipped).
+        calibration: Keyword arguments of :func:`~tfuad.workflows.calibrate.calibrate_methods`.
+        log: Receives progress lines.
+    """
     from tfuad.training.trainer import train
 
-    train(run.path, fold, config, resume=run.exists(), log=log)
+    run = RunDir(run_dir)
+    train(run.path, dataset, config, resume=run.exists(), log=log)
     missing = [m for m in methods if not _calibrated(run, m)]
     if missing:  # together: methods that differ only in polarity search λ and restore once
-        calibrate_methods(run.path, fold, missing, log=log, **calibration)
+        calibrate_methods(run.path, dataset, missing, log=log, **dict(calibration or {}))
 
 
 def crossval(dataset, out_dir, config, *, k: int = 5, seed: int = 0, calib_per_fold: int = 1,
@@ -100,7 +115,7 @@ def crossval(dataset, out_dir, config, *, k: int = 5, seed: int = 0, calib_per_f
         run = RunDir(out / f"fold-{i}")
         tested = ", ".join(s.id for s in fold if s.split == "test")
         log(f"fold {i + 1} of {k}: testing {tested}")
-        _train_and_calibrate(run, fold, config, methods, dict(calibration or {}), log)
+        train_and_calibrate(run.path, fold, config, methods, calibration, log)
         runs.append((run.path, fold))
     learned = [m for m in methods if m != "intensity"]
     return evaluate_folds(runs, out / report, methods=learned or methods,
