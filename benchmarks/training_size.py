@@ -28,7 +28,6 @@ rerun trains, calibrates and scores only what is missing.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -57,22 +56,28 @@ def nested_subset(fold, n: int, seed: int):
 
 
 def _read_report(report: Path) -> dict:
-    """``{method: {subject: {measure: value}}}`` from a report's ``per_subject.csv``."""
+    """``{method: {subject: {measure: value}}}`` from a report folder (read by ``tfuad compare``'s reader)."""
+    from tfuad.reports.compare import load_report
+
     out: dict = {}
-    with open(report / "per_subject.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            out.setdefault(row["method"], {})[row["subject"]] = {m: float(row[m]) for m in MEASURES}
+    for measure in MEASURES:
+        for method, values in load_report(report, measure)["methods"].items():
+            for subject, value in values.items():
+                out.setdefault(method, {}).setdefault(subject, {})[measure] = value
     return out
 
 
 def _run_facts(run: Path) -> dict:
-    """Training slices, epochs run, the kept epoch and the healthy validation L1/SSIM at it."""
+    """Training slices, epochs run, the kept epoch (the convergence rule's record) and its validation L1/SSIM."""
+    from tfuad.training.checkpoint import read_state
+    from tfuad.training.run import RunDir
+
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    with open(run / "history.csv", newline="", encoding="utf-8") as f:
-        history = list(csv.DictReader(f))
-    best = min(history, key=lambda r: float(r["val_loss"]))
+    state = read_state(RunDir(run).checkpoint_dir)
+    best_epoch = state["convergence"]["best_epoch"]
+    best = next(r for r in state["history"] if int(r["epoch"]) == best_epoch)
     return {"train_subjects": len(config["data"]["train_subjects"]), "train_slices": config["data"]["n_train_slices"],
-            "epochs": len(history), "best_epoch": int(best["epoch"]), "val_l1": float(best["val_l1"]),
+            "epochs": state["epoch"], "best_epoch": best_epoch, "val_l1": float(best["val_l1"]),
             "val_ssim": float(best["val_ssim"])}
 
 
