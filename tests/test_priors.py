@@ -276,3 +276,28 @@ def test_leaky_relu_gradient_from_output_equals_keras():
     np.testing.assert_array_equal(ours.numpy(), ref.numpy())
     np.testing.assert_allclose(tape.gradient(ours, x).numpy(), [[0.2, 0.2, 1.0, 1.0]])
     np.testing.assert_array_equal(tape.gradient(ours, x).numpy(), tape.gradient(ref, x).numpy())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", [(2, 32, 32, 3), (2, 33, 40, 2), (2, 8, 8, 3)])
+def test_up2_gradient_equals_resize_bilinear_gradient(dtype, shape):
+    """The depthwise adjoint (large inputs) and ResizeBilinearGrad (small ones) give the same gradient."""
+    from tfuad.models.resblocks import ADJOINT_MIN_PIXELS, _up2
+
+    x = tf.cast(tf.random.stateless_normal(shape, seed=(1, 2)), dtype)
+    dy = tf.cast(tf.random.stateless_normal((shape[0], 2 * shape[1], 2 * shape[2], shape[3]), seed=(3, 4)), dtype)
+    layer = keras.layers.UpSampling2D(2, interpolation="bilinear")
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = _up2(x)
+        ref = tf.cast(layer(tf.cast(x, "float32")), dtype)
+    as64 = (lambda t: tf.cast(t, tf.float64).numpy())  # noqa: E731
+    tol = 1e-6 if dtype == "float32" else 0.0
+    np.testing.assert_allclose(as64(ours), as64(ref), atol=tol)
+    np.testing.assert_allclose(as64(tape.gradient(ours, x, output_gradients=dy)),
+                               as64(tape.gradient(ref, x, output_gradients=dy)), atol=4 * tol + 1e-6)
+    ops = {op.type for op in tf.function(lambda t: tf.gradients(_up2(t), t)).get_concrete_function(
+        tf.TensorSpec(shape, dtype)).graph.get_operations()}
+    uses_adjoint = shape[1] * shape[2] >= ADJOINT_MIN_PIXELS
+    assert ("DepthwiseConv2dNative" in ops) == uses_adjoint
+    assert ("ResizeBilinearGrad" in ops) != uses_adjoint
