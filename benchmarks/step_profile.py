@@ -50,9 +50,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfuad.detection.restoration import GradientAscent, Restorer  # noqa: E402
-from tfuad.models import resblocks  # noqa: E402
 from tfuad.files import atomic_path  # noqa: E402
-from tfuad.models import build_model  # noqa: E402
+from tfuad.models import (
+    build_model,  # noqa: E402
+    resblocks,  # noqa: E402
+)
 from tfuad.models.resblocks import ADJOINT_MIN_PIXELS, _bilinear_adjoint  # noqa: E402
 from tfuad.precision import resolve_precision  # noqa: E402
 
