@@ -55,10 +55,9 @@ from tfuad.models import (
     build_model,  # noqa: E402
     resblocks,  # noqa: E402
 )
-from tfuad.models.resblocks import ADJOINT_MIN_PIXELS, _bilinear_adjoint  # noqa: E402
+from tfuad.models.resblocks import _BILINEAR_TAPS, ADJOINT_MIN_PIXELS, _bilinear_adjoint, _resize2  # noqa: E402
 from tfuad.precision import resolve_precision  # noqa: E402
 
-BILINEAR = np.array([0.25, 0.75, 0.75, 0.25], np.float32)  # 1-D kernel of bilinear ×2, half-pixel centres
 KINDS = ("input-gradient convolutions", "forward convolutions", "bilinear up-sampling",
          "leaky ReLU", "other")
 
@@ -154,13 +153,8 @@ def profile_step(args, precision: str) -> dict:
 def _bilinear_kernel(channels: int, dtype):
     """``4 × 4 × C × C`` kernel applying the 2-D bilinear taps to each channel alone."""
     k = np.zeros((4, 4, channels, channels), np.float32)
-    k[:, :, np.arange(channels), np.arange(channels)] = np.outer(BILINEAR, BILINEAR)[:, :, None]
+    k[:, :, np.arange(channels), np.arange(channels)] = np.outer(_BILINEAR_TAPS, _BILINEAR_TAPS)[:, :, None]
     return tf.constant(k, dtype)
-
-
-def up_resize(x):
-    """``ResizeBilinear`` (half-pixel centres) cast back to ``x``'s dtype, with TensorFlow's gradient."""
-    return tf.cast(tf.image.resize(x, [2 * x.shape[1], 2 * x.shape[2]], method="bilinear"), x.dtype)
 
 
 def up_transposed_conv(x):
@@ -176,12 +170,12 @@ def up_adjoint(x):
     """``ResizeBilinear`` forward, :func:`_bilinear_adjoint` as its gradient."""
     @tf.custom_gradient
     def up(t):
-        return up_resize(t), _bilinear_adjoint
+        return _resize2(t), _bilinear_adjoint
 
     return up(x)
 
 
-FORMS = {"resize": up_resize, "transposed-conv": up_transposed_conv, "adjoint": up_adjoint}
+FORMS = {"resize": _resize2, "transposed-conv": up_transposed_conv, "adjoint": up_adjoint}
 
 
 def up_shapes(args) -> list:

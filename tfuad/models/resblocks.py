@@ -449,20 +449,21 @@ def _up2(x):
     longer below; the 128 px prior's MAP-TV step took 1.08× less
     (``benchmarks/step_profile.py``).
     """
-    size = [2 * (tf.shape(x)[i] if x.shape[i] is None else x.shape[i]) for i in (1, 2)]
-
-    def up(t):
-        return tf.cast(tf.image.resize(t, size, method="bilinear"), t.dtype)
-
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     if h is None or w is None or c is None or h * w < ADJOINT_MIN_PIXELS:
-        return up(x)
+        return _resize2(x)
 
     @tf.custom_gradient
     def up_adjoint(t):
-        return up(t), _bilinear_adjoint
+        return _resize2(t), _bilinear_adjoint
 
     return up_adjoint(x)
+
+
+def _resize2(x):
+    """``ResizeBilinear`` ×2 with half-pixel centres, cast back to ``x``'s dtype (TensorFlow's gradient)."""
+    size = [2 * (tf.shape(x)[i] if x.shape[i] is None else x.shape[i]) for i in (1, 2)]
+    return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
 
 
 def _spatial(shape, factor):
