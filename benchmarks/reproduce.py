@@ -100,10 +100,29 @@ class Clock:
         self.data = json.loads(path.read_text()) if path.is_file() else {}
 
     def record(self, key: str, seconds: float):
+        if self.path.is_file():  # another process (the other modality's run) may have added its keys
+            self.data = json.loads(self.path.read_text())
         self.data[key] = self.data.get(key, 0.0) + seconds
         from tfuad.files import write_json
 
         write_json(self.data, self.path)
+
+    def laps(self, key: str, log):
+        """``log`` that first adds the seconds since its last line to ``key``.
+
+        A run killed part-way (a session's end, ``kill -9``) so keeps its time up to its last
+        progress line; call the result with ``None`` at the end to add the rest.
+        """
+        last = [time.perf_counter()]
+
+        def timed(message):
+            now = time.perf_counter()
+            self.record(key, now - last[0])
+            last[0] = now
+            if message is not None:
+                log(message)
+
+        return timed
 
 
 def _rows(args) -> list:
@@ -183,11 +202,11 @@ def _run_key(key: str, args, clock, log) -> None:
                          precision=args.precision)
     log(f"[{args.modality}/{key}] {rows[0].model} {config.model_kwargs or ''}: {', '.join(methods)} -> {report}/")
     schedule = {"schedule": args.schedule, "max_steps": args.max_steps}
-    start = time.perf_counter()
+    timed = clock.laps(f"{args.modality}/{key}", log)
     crossval(discover(Path(args.data).resolve()), root, config, k=args.folds, seed=args.fold_seed,
              calib_per_fold=args.calib_per_fold, methods=methods, calibration=schedule, evaluation=schedule,
-             report=report, log=log)
-    clock.record(f"{args.modality}/{key}", time.perf_counter() - start)
+             report=report, log=timed)
+    timed(None)
 
 
 def _table_rows(args, modality: str) -> list:
