@@ -97,15 +97,18 @@ class Clock:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
+    def data(self) -> dict:
+        """The seconds per step as on disk now (a worker process, or the other modality's run, adds to them)."""
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def record(self, key: str, seconds: float):
-        if self.path.is_file():  # another process (the other modality's run) may have added its keys
-            self.data = json.loads(self.path.read_text())
-        self.data[key] = self.data.get(key, 0.0) + seconds
         from tfuad.files import write_json
 
-        write_json(self.data, self.path)
+        data = self.data
+        data[key] = data.get(key, 0.0) + seconds
+        write_json(data, self.path)
 
     def laps(self, key: str, log):
         """``log`` that first adds the seconds since its last line to ``key``.
@@ -369,7 +372,6 @@ def main(argv=None):
                     break
             else:
                 failed.append(f"{modality}/{key}")
-            clock = Clock(out / "timings.json")
             print(_write_tables(args, modality, clock))
         for key in _keys(args):  # also models finished before --keep was given
             if (Path(args.out) / modality / key / "report" / "summary.json").is_file():
