@@ -240,7 +240,7 @@ def _table_rows(args, modality: str) -> list:
 
 
 def _write_tables(args, modality: str, clock) -> str:
-    from tfuad.files import atomic_path, write_json
+    from tfuad.files import write_json, write_text
     from tfuad.reports.tables import markdown_table, measures_table
 
     rows = _table_rows(args, modality)
@@ -252,8 +252,7 @@ def _write_tables(args, modality: str, clock) -> str:
                       "At the 5 % FPR limit:", "", measures_table(rows).rstrip(), ""])
     for out in [Path(args.out) / modality] + ([Path(args.keep) / modality] if args.keep else []):
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "table.md") as tmp:
-            Path(tmp).write_text(text, encoding="utf-8")
+        write_text(text, out / "table.md")
     out = Path(args.out) / modality
     settings = {k: v for k, v in vars(args).items() if k not in ("rows", "worker", "modality")}
     write_json({"settings": {**settings, "modality": modality}, "rows": rows, "timings": clock.data},

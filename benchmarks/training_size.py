@@ -152,7 +152,7 @@ def main(argv=None):
 
     from tfuad.data.folds import cross_validation_folds, fold_table
     from tfuad.data.layouts import discover
-    from tfuad.files import atomic_path, write_json
+    from tfuad.files import write_json, write_text
     from tfuad.training import TrainConfig
     from tfuad.workflows.crossval import train_and_calibrate
     from tfuad.workflows.evaluate import evaluate_folds
@@ -223,8 +223,7 @@ def main(argv=None):
                        f"{r['fpr@fpr@0.05']['mean']:.3f}"] if r else ["", "", ""])
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    with atomic_path(out / "summary.md") as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
+    write_text(text, out / "summary.md")
     print(text)
     if args.figure:
         _figure(summary, Path(args.figure))

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 import tfuad
 from tfuad.errors import ConfigError
-from tfuad.files import atomic_path, read_json, write_json
+from tfuad.files import read_json, write_json, write_text
 
 __all__ = ["CARD_JSON", "CARD_MD", "INTENDED_USE", "FAILURE_MODES", "build_card", "read_report", "render_markdown",
            "write_card", "hardware"]
@@ -246,6 +246,5 @@ def write_card(folder, card: dict) -> tuple:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(card, folder / CARD_JSON)
-    with atomic_path(folder / CARD_MD) as tmp:
-        Path(tmp).write_text(render_markdown(card), encoding="utf-8")
+    write_text(render_markdown(card), folder / CARD_MD)
     return folder / CARD_JSON, folder / CARD_MD

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tfuad.errors import ConfigError, DataError
 
-__all__ = ["atomic_path", "write_json", "read_json", "check_name", "ensure_writable_dir"]
+__all__ = ["atomic_path", "write_text", "write_json", "read_json", "check_name", "ensure_writable_dir"]
 
 
 @contextlib.contextmanager
@@ -47,11 +47,16 @@ def atomic_path(path):
         raise
 
 
+def write_text(text: str, path) -> Path:
+    """Write ``text`` (UTF-8) to ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return Path(path)
+
+
 def write_json(obj, path) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n", encoding="utf-8")
-    return Path(path)
+    return write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n", path)
 
 
 def read_json(path):

@@ -309,7 +309,7 @@ def write_dataset_description(out, *, name: str, version: str, source=None) -> P
     ``.bidsignore`` lists tfuad's own records and figures (``detection.json``, PNGs,
     ``shards/``), which BIDS does not define.
     """
-    from tfuad.files import atomic_path, write_json
+    from tfuad.files import write_json, write_text
 
     out = Path(out)
     description = {"Name": name, "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
@@ -318,8 +318,7 @@ def write_dataset_description(out, *, name: str, version: str, source=None) -> P
     if source is not None:
         description["SourceDatasets"] = [{"URL": Path(os.fspath(source)).resolve().as_uri()}]
     path = write_json(description, out / "dataset_description.json")
-    with atomic_path(out / ".bidsignore") as tmp:
-        Path(tmp).write_text("**/detection.json\n**/*.png\nshards/\n", encoding="utf-8")
+    write_text("**/detection.json\n**/*.png\nshards/\n", out / ".bidsignore")
     return path
 
 

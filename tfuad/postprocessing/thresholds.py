@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tfuad.errors import ArrayError, ConfigError, DataError
-from tfuad.files import atomic_path
+from tfuad.files import write_text
 
 __all__ = [
     "DEFAULT_FPRS",
@@ -298,8 +298,7 @@ class Calibration:
     def to_json(self, path) -> Path:
         """Write the calibration to ``path`` atomically; returns the path."""
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(text + "\n", encoding="utf-8")
+        write_text(text + "\n", path)
         return Path(path)
 
     @classmethod

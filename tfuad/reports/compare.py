@@ -30,7 +30,7 @@ import numpy as np
 
 from tfuad.canvas import check_png, new_figure, save_figure
 from tfuad.errors import ConfigError, DataError
-from tfuad.files import atomic_path, read_json, write_json
+from tfuad.files import read_json, write_json, write_text
 from tfuad.metrics.checks import check_count, check_fraction, check_seed
 from tfuad.metrics.uncertainty import bootstrap_mean, paired_comparison
 
@@ -320,7 +320,6 @@ def compare_reports(report_dirs, out_dir, *, metric: str = DEFAULT_METRIC, resam
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(result, out / "compare.json")
-    with atomic_path(out / "compare.md") as tmp:
-        Path(tmp).write_text(comparison_markdown(result), encoding="utf-8")
+    write_text(comparison_markdown(result), out / "compare.md")
     plot_comparison(result, out / "compare.png")
     return result

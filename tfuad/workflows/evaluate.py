@@ -27,7 +27,7 @@ from tfuad.data.demo import LESION_DESCRIPTIONS, demo_lesion_types
 from tfuad.data.splits import labelled_test_subjects
 from tfuad.detection.detector import Detector
 from tfuad.errors import ConfigError
-from tfuad.files import atomic_path, ensure_writable_dir, write_json
+from tfuad.files import ensure_writable_dir, write_json, write_text
 from tfuad.metrics.segmentation import false_positive_regions
 from tfuad.reports.tables import (
     NEAR_MM,
@@ -175,9 +175,8 @@ def _write_report(out: Path, summary: dict, rows, curves, examples, detectors: d
                 "sees), the other lesion-slice voxels more than 10 mm from the lesion, and within 10 mm of it. A "
                 "threshold that transfers reaches its limit in every region.\n\n"
                 + transfer_table(summary["methods"]))
-    with atomic_path(out / "summary.md") as tmp:
-        Path(tmp).write_text(header + markdown_table(summary["methods"]) + measures
-                             + measures_table(summary["methods"]) + transfer + by_type, encoding="utf-8")
+    write_text(header + markdown_table(summary["methods"]) + measures + measures_table(summary["methods"])
+               + transfer + by_type, out / "summary.md")
     plot_roc_pr(curves, out / "roc_pr.png", title=f"{model}: pooled brain voxels")
     last_key = list(first.calibration().thresholds)[-1]
     plot_dice_vs_lesion_size([{**r, "dice": r[f"dice@{last_key}"]} for r in rows if r["method"] == first_name],
