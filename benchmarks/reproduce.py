@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,21 +111,35 @@ class Clock:
         data[key] = data.get(key, 0.0) + seconds
         write_json(data, self.path)
 
-    def laps(self, key: str, log):
-        """``log`` that first adds the seconds since its last line to ``key``.
+    def laps(self, key: str, log, every: float = 60.0):
+        """``log`` that first adds the seconds since the last lap to ``key``.
 
-        A run killed part-way (a session's end, ``kill -9``) so keeps its time up to its last
-        progress line; call the result with ``None`` at the end to add the rest.
+        A lap is taken at every progress line and, between lines (a fold's training prints none
+        for many minutes), every ``every`` seconds. A run killed part-way (a session's end,
+        ``kill -9``) so keeps its time up to its last lap; call the result with ``None`` at the
+        end to add the rest and stop the timer.
         """
-        last = [time.perf_counter()]
+        last, lock, stop = [time.perf_counter()], threading.Lock(), threading.Event()
+
+        def lap():
+            with lock:
+                now = time.perf_counter()
+                self.record(key, now - last[0])
+                last[0] = now
 
         def timed(message):
-            now = time.perf_counter()
-            self.record(key, now - last[0])
-            last[0] = now
-            if message is not None:
+            lap()
+            if message is None:
+                stop.set()
+            else:
                 log(message)
 
+        def beat():
+            while not stop.wait(every):
+                lap()
+
+        if every:
+            threading.Thread(target=beat, name=f"clock {key}", daemon=True).start()
         return timed
 
 
@@ -206,10 +221,12 @@ def _run_key(key: str, args, clock, log) -> None:
     log(f"[{args.modality}/{key}] {rows[0].model} {config.model_kwargs or ''}: {', '.join(methods)} -> {report}/")
     schedule = {"schedule": args.schedule, "max_steps": args.max_steps}
     timed = clock.laps(f"{args.modality}/{key}", log)
-    crossval(discover(Path(args.data).resolve()), root, config, k=args.folds, seed=args.fold_seed,
-             calib_per_fold=args.calib_per_fold, methods=methods, calibration=schedule, evaluation=schedule,
-             report=report, log=timed)
-    timed(None)
+    try:
+        crossval(discover(Path(args.data).resolve()), root, config, k=args.folds, seed=args.fold_seed,
+                 calib_per_fold=args.calib_per_fold, methods=methods, calibration=schedule, evaluation=schedule,
+                 report=report, log=timed)
+    finally:
+        timed(None)
 
 
 def _table_rows(args, modality: str) -> list:

@@ -42,3 +42,16 @@ def test_two_clocks_on_one_file_keep_each_others_keys(reproduce, tmp_path):
     t2.record("t2/vae", 2.0)
     flair.record("flair/vae", 1.0)
     assert json.loads(path.read_text()) == {"flair/vae": 4.0, "t2/vae": 2.0}
+
+
+def test_laps_between_lines_keep_a_long_silent_stretch(reproduce, tmp_path):
+    path = tmp_path / "timings.json"
+    timed = reproduce.Clock(path).laps("flair/sae-r32", lambda _: None, every=0.02)
+    time.sleep(0.2)   # a fold trains without a progress line; the process is killed here
+    silent = json.loads(path.read_text())["flair/sae-r32"]
+    assert silent >= 0.1
+    timed(None)       # the end: the rest is added and the timer stops
+    done = json.loads(path.read_text())["flair/sae-r32"]
+    assert done >= 0.2
+    time.sleep(0.1)
+    assert json.loads(path.read_text())["flair/sae-r32"] == done
