@@ -65,17 +65,11 @@ def variant_configs(names):
     return {n: PostprocessConfig(**VARIANTS[n][1]) for n in names}
 
 
-def healthy_voxels(prep, pconfig) -> np.ndarray:
-    """The voxels ``tfuad calibrate`` thresholds: brain voxels of the volume's healthy slices."""
-    keep = np.zeros(prep.brain_mask.shape, bool)
-    keep[:, :, prep.training_indices(pconfig)] = True
-    return keep & prep.brain_mask
-
-
 def calibrate_fold(detectors: dict, preps, configs: dict) -> dict:
     """``{method: {variant: {fpr key: threshold}}}`` from the fold's healthy calibration volumes."""
     from tfuad.postprocessing.filters import postprocess_map
     from tfuad.postprocessing.thresholds import fpr_thresholds
+    from tfuad.workflows.calibrate import healthy_voxels
 
     values = {m: {v: [] for v in configs} for m in detectors}
     for prep in preps:

@@ -22,7 +22,8 @@ from tfuad.data.splits import prepare_split, split_subjects
 from tfuad.detection.detector import Detector
 from tfuad.errors import DatasetError
 
-__all__ = ["calibrate_run", "calibrate_methods", "healthy_values", "fpr_curve", "DEFAULT_FPRS", "CURVE_FPRS"]
+__all__ = ["calibrate_run", "calibrate_methods", "healthy_values", "healthy_voxels", "fpr_curve", "DEFAULT_FPRS",
+           "CURVE_FPRS"]
 
 DEFAULT_FPRS = (0.01, 0.05, 0.10)
 #: FPR levels of the stored threshold-against-FPR curve (a served model interpolates between them).
@@ -42,6 +43,22 @@ def fpr_curve(volume_values, slice_values, fprs=DEFAULT_FPRS) -> dict:
     volume, slices = fpr_thresholds(volume_values, levels), fpr_thresholds(slice_values, levels)
     return {"fpr": levels, "volume_threshold": [volume[f] for f in levels],
             "slice_threshold": [slices[f] for f in levels]}
+
+
+def healthy_voxels(prep, pconfig) -> np.ndarray:
+    """The voxels a volume calibrates with: brain voxels of its healthy slices, on the input's grid.
+
+    Args:
+        prep: A :class:`~tfuad.data.preprocessing.PreparedVolume` with lesion labels.
+        pconfig: The model's :class:`~tfuad.data.preprocessing.PreprocessConfig` (healthy margin,
+            minimum brain fraction).
+
+    Returns:
+        numpy.ndarray of bool, the shape of ``prep.brain_mask``.
+    """
+    keep = np.zeros(prep.brain_mask.shape, bool)
+    keep[:, :, prep.training_indices(pconfig)] = True
+    return keep & prep.brain_mask
 
 
 def healthy_values(detector, prepared_list, *, progress=None):
@@ -70,9 +87,7 @@ def healthy_values(detector, prepared_list, *, progress=None):
         for det, (volume_values, slice_values) in zip(detectors, values):
             result = det.run_volume(prep, shared=shared)
             healthy = prep.training_indices(det.pconfig)
-            keep = np.zeros(prep.brain_mask.shape, bool)
-            keep[:, :, healthy] = True
-            volume_values.append(result.map[keep & prep.brain_mask].astype(np.float32))
+            volume_values.append(result.map[healthy_voxels(prep, det.pconfig)].astype(np.float32))
             slice_values.append(result.slice_maps[healthy][prep.brain[healthy]].astype(np.float32))
         if progress is not None:
             progress.update(1)
