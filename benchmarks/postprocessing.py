@@ -111,7 +111,7 @@ def score_subject(detectors: dict, prep, configs: dict, thresholds: dict) -> dic
 
 
 def summarise(cases: dict, methods, variants) -> dict:
-    """Means over the test cases: ``{method: {variant: {measure: mean}}}`` and the per-case values."""
+    """Means over the test cases: ``{method: {variant: {measure: mean}}}``."""
     out = {}
     for method in methods:
         out[method] = {}
