@@ -77,6 +77,26 @@ def test_fpr_thresholds_monotone_and_exact_on_float32_maps():
         assert np.count_nonzero(volume > t) / volume.size <= fpr
 
 
+def test_weighted_fpr_thresholds():
+    """Equal weights give the unweighted thresholds; integer weights act as repeated values."""
+    for seed in range(3):
+        values = _tied_values(seed)
+        assert fpr_thresholds(values, FPR_GRID, weights=np.full(values.size, 2.5)) == fpr_thresholds(values, FPR_GRID)
+        counts = np.random.default_rng(seed).integers(0, 4, values.size)
+        weighted = fpr_thresholds(values, FPR_GRID, weights=counts)
+        assert weighted == fpr_thresholds(np.repeat(values, counts), FPR_GRID)
+        for fpr, t in weighted.items():  # the weighted limit holds, and no smaller value of the data meets it
+            assert counts[values > t].sum() <= fpr * counts.sum()
+            smaller = values[(values < t) & (counts > 0)]
+            if smaller.size:
+                assert counts[values > smaller.max()].sum() > fpr * counts.sum()
+    with pytest.raises(ValueError, match="3 weights for 10"):
+        fpr_thresholds(np.arange(10.0), (0.1,), weights=[1, 1, 1])
+    for bad in ([-1.0] + [1.0] * 9, [0.0] * 10, [np.nan] + [1.0] * 9):
+        with pytest.raises(ValueError, match="weights must be"):
+            fpr_thresholds(np.arange(10.0), (0.1,), weights=bad)
+
+
 def test_invalid_fpr_and_values():
     values = np.arange(10.0)
     for bad in (-0.1, 1.0, 1.5, float("nan"), True, "0.1"):

@@ -154,7 +154,7 @@ def percentile_threshold(healthy_values, q: float = 98.0) -> float:
     return float(np.percentile(pool_values(healthy_values), q))
 
 
-def fpr_thresholds(healthy_values, fprs=DEFAULT_FPRS) -> dict:
+def fpr_thresholds(healthy_values, fprs=DEFAULT_FPRS, *, weights=None) -> dict:
     """Smallest thresholds meeting several FPR limits on healthy values.
 
     For each limit ``f`` the result ``t`` is the smallest real number such
@@ -164,9 +164,17 @@ def fpr_thresholds(healthy_values, fprs=DEFAULT_FPRS) -> dict:
     ``t`` meets the limit on the calibration data, and any smaller number
     does not. Thresholds are non-increasing as the limit grows.
 
+    With ``weights`` the fraction is one of weight: ``t`` is the smallest value
+    whose healthy values strictly above it weigh at most ``f`` of the total
+    (equal weights give the unweighted thresholds). Weights let calibration
+    voxels stand for the voxels a threshold will meet, e.g. reweighted to the
+    brain's axial profile when the healthy slices are only its top and bottom.
+
     Args:
         healthy_values: See :func:`pool_values`.
         fprs: Limits in [0, 1). ``0`` gives the maximum value.
+        weights: Optional non-negative finite weights, one per value of the pooled
+            ``healthy_values`` (same order), with a positive sum.
 
     Returns:
         dict: ``{fpr: threshold}`` with float keys and values.
@@ -176,15 +184,33 @@ def fpr_thresholds(healthy_values, fprs=DEFAULT_FPRS) -> dict:
         >>> values = np.array([0, 1, 1, 1, 2, 3, 4, 5, 6, 9], np.float32)
         >>> fpr_thresholds(values, fprs=(0.1, 0.5, 0.7))
         {0.1: 6.0, 0.5: 2.0, 0.7: 1.0}
+        >>> fpr_thresholds(values, fprs=(0.5, 0.6), weights=[1, 1, 1, 1, 1, 1, 1, 1, 1, 11])
+        {0.5: 9.0, 0.6: 5.0}
     """
     fprs = [_check_fpr(f) for f in fprs]
     if not fprs:
         raise ArrayError("no FPR limit given")
     values = pool_values(healthy_values)
+    if weights is not None:
+        return _weighted_fpr_thresholds(values, weights, fprs)
     n = values.size
     index = {f: n - 1 - _max_false_positives(n, f) for f in fprs}
     ranked = np.partition(values, sorted(set(index.values())))
     return {f: float(ranked[i]) for f, i in index.items()}
+
+
+def _weighted_fpr_thresholds(values: np.ndarray, weights, fprs) -> dict:
+    w = np.asarray(weights, np.float64).ravel()
+    if w.shape != values.shape:
+        raise ArrayError(f"{w.size} weights for {values.size} healthy values")
+    if not np.all(np.isfinite(w)) or (w < 0).any() or not w.sum() > 0:
+        raise ArrayError("weights must be finite, non-negative and not all zero")
+    order = np.argsort(values, kind="stable")
+    ranked, cumulative = values[order], np.cumsum(w[order])
+    total = cumulative[-1]
+    above = total - cumulative[np.searchsorted(ranked, ranked, side="right") - 1]  # weight strictly above
+    share = above / total  # non-increasing along ``ranked``; 0 at the maximum
+    return {f: float(ranked[int(np.argmax(share <= f))]) for f in fprs}
 
 
 def fpr_threshold(healthy_values, fpr: float) -> float:

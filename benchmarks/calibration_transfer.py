@@ -1,0 +1,344 @@
+"""Why do thresholds set on healthy slices not hold on test volumes, and what fixes it on healthy data?
+
+A threshold is calibrated on the brain voxels of healthy slices. In a cross-validation on BraTS those
+are the tumour-free top and bottom of the calibration cases' brains, while a test volume is thresholded
+everywhere: mid-brain slices, slices beside the tumour, tissue the restoration changed around it. This
+study keeps the trained, calibrated fold models of a cross-validation (``benchmarks/reproduce.py``),
+makes every method's post-processed map once per volume, and calibrates its FPR thresholds in each way
+of :data:`VARIANTS`:
+
+* ``slices``: the healthy slices' brain voxels, each alike (what ``tfuad calibrate`` does);
+* ``position``: the same voxels, each weighted by ``p(bin) / q(bin)``, where ``bin`` is its axial
+  position relative to its brain's extent (:data:`POSITION_BINS` bins), ``p`` the share of all brain
+  voxels of the calibration volumes in that bin and ``q`` the healthy voxels' share: the healthy
+  voxels stand for the whole brain's axial profile as far as they cover it (bins without a healthy
+  voxel are left out). Only which slices are healthy is read, as before;
+* ``subject``: every map normalised per volume, ``(s − median) / IQR`` over the volume's eroded brain
+  (all its slices; no label), at calibration and at test, then calibrated as ``slices``;
+* ``subject+position``: both;
+* ``voxels`` (a diagnostic, not a healthy-slice pipeline): every non-lesion brain voxel of the
+  calibration volumes, so it reads their lesion labels voxel by voxel. It shows how far the limit
+  would hold if calibration saw what a test volume holds, e.g. whole healthy brains.
+
+Each variant is scored on the test cases: the FPR reached at the 1 / 5 / 10 % limits (over all healthy
+brain voxels, and at 5 % by region: far slices, lesion slices more than 10 mm from the lesion, within
+10 mm; see :func:`tfuad.metrics.segmentation.false_positive_regions`), the Dice there, and the pooled
+AUROC over the test cases (which the per-volume normalisation changes; weights do not). The test labels
+only score; nothing here chooses a setting. The ``slices`` thresholds are checked against the fold
+calibrations, so the study's default row is the pipeline's.
+
+Usage::
+
+    python benchmarks/calibration_transfer.py --data ../shared/data/brats18 \\
+        --runs runs/repro128/flair/gmvae-c3 --out runs/calibration_transfer/flair \\
+        --json benchmarks/calibration_transfer_flair.json --figure docs/calibration_transfer_flair.png
+
+Fold thresholds and per-case scores are cached in ``OUT`` (JSON, and each case's brain-voxel scores
+as ``.npz`` for the pooled AUROC), so a rerun continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+#: Calibration variants: name → description.
+VARIANTS = {
+    "slices": "healthy slices, every voxel alike (the pipeline)",
+    "position": "healthy slices, weighted to the brain's axial profile",
+    "subject": "map normalised per volume, (s - median) / IQR",
+    "subject+position": "normalised per volume and weighted to the axial profile",
+    "voxels": "diagnostic: every non-lesion voxel of the calibration cases",
+}
+FPRS = (0.01, 0.05, 0.10)
+METHODS = ("residual", "map-tv", "map-tv-positive", "intensity")
+POSITION_BINS = 10
+REGION_FPR = 0.05
+
+
+def _key(fpr: float) -> str:
+    from tfuad.postprocessing.thresholds import fpr_key
+
+    return fpr_key(fpr)
+
+
+def axial_bins(brain_mask, bins: int = POSITION_BINS) -> np.ndarray:
+    """Each axial slice's position bin, ``0 .. bins-1`` over the brain's extent (``-1`` outside it)."""
+    z = np.flatnonzero(np.asarray(brain_mask, bool).any(axis=(0, 1)))
+    out = np.full(brain_mask.shape[2], -1, np.int64)
+    if z.size:
+        lo, hi = z[0], z[-1]
+        rel = (np.arange(lo, hi + 1) - lo) / (hi - lo + 1)
+        out[lo:hi + 1] = np.minimum((rel * bins).astype(np.int64), bins - 1)
+    return out
+
+
+def normalise(score, brain_mask, config) -> np.ndarray:
+    """``(score − median) / IQR`` over the eroded brain (the voxels the post-processing keeps)."""
+    from tfuad.postprocessing.filters import erode_mask
+
+    inside = erode_mask(brain_mask, config.erosion_iterations)
+    values = score[inside] if inside.any() else score[np.asarray(brain_mask, bool)]
+    q25, q50, q75 = np.percentile(values, (25, 50, 75))
+    scale = q75 - q25 if q75 > q25 else (np.abs(values - q50).max() or 1.0)
+    out = ((score - q50) / scale).astype(np.float32)
+    out[~inside] = out[inside].min() if inside.any() else out.min()
+    return out
+
+
+def position_weights(parts) -> list:
+    """Per-voxel weights of the ``position`` variant, from ``(brain bins, healthy bins)`` per volume.
+
+    Args:
+        parts: ``[(bins_of_brain_voxels, bins_of_healthy_voxels), ...]``, one pair per volume.
+
+    Returns:
+        A weight array per volume, for its healthy voxels (in their order).
+    """
+    brain = np.bincount(np.concatenate([b for b, _ in parts]), minlength=POSITION_BINS).astype(float)
+    healthy = np.bincount(np.concatenate([h for _, h in parts]), minlength=POSITION_BINS).astype(float)
+    ratio = np.divide(brain / brain.sum(), healthy / healthy.sum(), out=np.zeros(POSITION_BINS),
+                      where=healthy > 0)
+    return [ratio[h] for _, h in parts]
+
+
+def coverage(parts) -> float:
+    """Share of the calibration volumes' brain voxels whose position bin holds a healthy voxel."""
+    brain = np.bincount(np.concatenate([b for b, _ in parts]), minlength=POSITION_BINS)
+    healthy = np.bincount(np.concatenate([h for _, h in parts]), minlength=POSITION_BINS)
+    return float(brain[healthy > 0].sum() / brain.sum())
+
+
+def calibrate_fold(detectors: dict, preps, variants) -> dict:
+    """``{"thresholds": {method: {variant: {fpr key: t}}}, "coverage": float}`` from the calibration volumes."""
+    from tfuad.postprocessing.thresholds import fpr_thresholds
+    from tfuad.workflows.calibrate import healthy_voxels
+
+    values = {m: {"raw": [], "norm": [], "all": []} for m in detectors}
+    parts = []
+    for prep in preps:
+        shared, first = {}, None
+        for method, det in detectors.items():
+            score = det.run_volume(prep, shared=shared).map
+            keep = healthy_voxels(prep, det.pconfig)
+            if first is None:
+                first = det
+                bins = axial_bins(prep.brain_mask)[None, None, :]
+                bins = np.broadcast_to(bins, prep.brain_mask.shape)
+                parts.append((bins[prep.brain_mask], bins[keep]))
+            values[method]["raw"].append(score[keep])
+            values[method]["norm"].append(normalise(score, prep.brain_mask, det.postprocess)[keep])
+            values[method]["all"].append(score[prep.brain_mask & ~prep.lesion_mask.astype(bool)])
+    weights = np.concatenate(position_weights(parts))
+    out = {}
+    for method, per in values.items():
+        raw, norm = np.concatenate(per["raw"]), np.concatenate(per["norm"])
+        picks = {"slices": (raw, None), "position": (raw, weights), "subject": (norm, None),
+                 "subject+position": (norm, weights), "voxels": (np.concatenate(per["all"]), None)}
+        out[method] = {}
+        for variant in variants:
+            data, w = picks[variant]
+            thresholds = fpr_thresholds(data, FPRS, weights=w)
+            out[method][variant] = {_key(f): float(thresholds[f]) for f in FPRS}
+    return {"thresholds": out, "coverage": coverage(parts)}
+
+
+def score_subject(detectors: dict, prep, variants, thresholds: dict) -> tuple:
+    """``({method: {variant: {measure: value}}}, {method: {"raw"|"norm": brain-voxel scores}})``."""
+    from tfuad.metrics.segmentation import dice, false_positive_rate, false_positive_regions, rate_in
+    from tfuad.postprocessing.filters import segment
+
+    truth, brain = prep.lesion_mask.astype(bool), prep.brain_mask.astype(bool)
+    regions = false_positive_regions(truth, brain, spacing=prep.volume.zooms)
+    shared, out, voxels = {}, {}, {}
+    for method, det in detectors.items():
+        score = det.run_volume(prep, shared=shared).map
+        maps = {"raw": score, "norm": normalise(score, brain, det.postprocess)}
+        voxels[method] = {k: v[brain] for k, v in maps.items()}
+        out[method] = {}
+        for variant in variants:
+            s = maps["norm" if variant.startswith("subject") else "raw"]
+            row = {}
+            for fpr in FPRS:
+                key = _key(fpr)
+                pred = segment(s, thresholds[method][variant][key], det.postprocess)
+                row[f"dice@{key}"] = dice(pred, truth)
+                row[f"fpr@{key}"] = false_positive_rate(pred, truth, brain)
+                if fpr == REGION_FPR:
+                    row.update({f"fpr_{r}@{key}": rate_in(pred, m) for r, m in regions.items()})
+            out[method][variant] = row
+    return out, voxels
+
+
+def pooled_auroc(out: Path, cases, methods) -> dict:
+    """``{method: {"raw"|"norm": AUROC}}`` over the brain voxels of every cached case."""
+    from tfuad.metrics.segmentation import auc_scores
+
+    result = {}
+    for method in methods:
+        result[method] = {}
+        for kind in ("raw", "norm"):
+            scores, truths = [], []
+            for path in cases:
+                with np.load(path) as z:
+                    scores.append(z[f"{method}:{kind}"])
+                    truths.append(z["truth"])
+            result[method][kind] = float(auc_scores(np.concatenate(scores), np.concatenate(truths))[0])
+    return result
+
+
+def summarise(cases: dict, methods, variants) -> dict:
+    """Means over the test cases (NaN-aware: a region may be empty): ``{method: {variant: {measure: mean}}}``."""
+    out = {}
+    for method in methods:
+        out[method] = {}
+        for variant in variants:
+            rows = [c[method][variant] for c in cases.values()]
+            out[method][variant] = {m: float(np.nanmean([r[m] for r in rows])) for m in rows[0]}
+    return out
+
+
+def _markdown(summary: dict) -> str:
+    variants, methods, means = summary["variants"], summary["methods"], summary["means"]
+    k = _key(REGION_FPR)
+    lines = [f"# {summary['title']}", "",
+             f"Axial-position coverage of the healthy calibration slices: {summary['coverage']}.", "",
+             "Means over the test cases. FPR reached at 1 / 5 / 10 %; at 5 %: far / beside / near; DSC@5%.", "",
+             "| method | variant | FPR reached 1 / 5 / 10 % | at 5 %: far / beside / near | DSC@5% |",
+             "|---|---|---|---|---|"]
+    for m in methods:
+        for v in variants:
+            r = means[m][v]
+            reached = " / ".join(f"{r[f'fpr@{_key(f)}']:.3f}" for f in FPRS)
+            where = " / ".join(f"{r[f'fpr_{region}@{k}']:.3f}" for region in ("far", "beside", "near"))
+            lines.append(f"| {m} | {v} | {reached} | {where} | {r[f'dice@{k}']:.3f} |")
+    if summary.get("pooled_auroc"):
+        lines += ["", "| method | pooled AUROC, map | normalised per volume |", "|---|---|---|"]
+        for m, a in summary["pooled_auroc"].items():
+            lines.append(f"| {m} | {a['raw']:.3f} | {a['norm']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfuad.files import atomic_path
+
+    variants, methods, means = summary["variants"], summary["methods"], summary["means"]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4.0), sharey=True)
+    x = np.arange(len(FPRS))
+    width = 0.8 / len(variants)
+    for ax, method in zip(np.atleast_1d(axes), methods):
+        ax.plot(x, FPRS, "k--", lw=0.8, label="limit")
+        for j, v in enumerate(variants):
+            ax.bar(x + (j - (len(variants) - 1) / 2) * width, [means[method][v][f"fpr@{_key(f)}"] for f in FPRS],
+                   width, color=f"C{j}", label=v)
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{f:.0%}" for f in FPRS])
+        ax.set_title(method)
+        ax.set_xlabel("FPR limit")
+    np.atleast_1d(axes)[0].set_ylabel("FPR reached on the test volumes")
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(variants) + 1, fontsize=9, frameon=False)
+    fig.suptitle(summary["title"], fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="dataset with labelled cases (BraTS folder)")
+    parser.add_argument("--runs", required=True, help="cross-validation folder (folds.json, fold-<i>/)")
+    parser.add_argument("--out", required=True, help="cache and summary folder (resumable)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="methods, each calibrated in every fold")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="calibration variants")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--fold-seed", type=int, default=0)
+    parser.add_argument("--calib-per-fold", type=int, default=2)
+    parser.add_argument("--json", default=None, help="write the summary here too")
+    parser.add_argument("--figure", default=None, help="write the figure here too")
+    args = parser.parse_args(argv)
+
+    from tfuad.data.folds import cross_validation_folds, fold_table
+    from tfuad.data.layouts import discover
+    from tfuad.data.splits import labelled_test_subjects, prepare_split, split_subjects
+    from tfuad.detection.detector import Detector
+    from tfuad.files import atomic_path, read_json, write_json, write_text
+
+    def log(msg):
+        print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+    runs, out = Path(args.runs), Path(args.out)
+    methods, variants = args.methods.split(","), args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    folds = cross_validation_folds(discover(Path(args.data).resolve()), args.folds, seed=args.fold_seed,
+                                   calib_per_fold=args.calib_per_fold)
+    recorded = json.loads((runs / "folds.json").read_text(encoding="utf-8"))["folds"]
+    if recorded != fold_table(folds):
+        raise SystemExit(f"{runs}/folds.json: other folds than --folds/--fold-seed/--calib-per-fold make")
+    cases, arrays, cover, modality = {}, [], [], None
+    for i, fold in enumerate(folds):
+        detectors = {m: Detector(runs / f"fold-{i}", m) for m in methods}
+        first = next(iter(detectors.values()))
+        modality = first.config["data"]["modality"]
+        cal_path = out / f"fold-{i}" / "calibration.json"
+        if not cal_path.is_file():
+            log(f"fold {i}: calibrating {len(variants)} variants on its calibration volumes")
+            preps = prepare_split(split_subjects(fold, "calib"), modality, first.pconfig, first.stats, log=log)[0]
+            write_json(calibrate_fold(detectors, preps, variants), cal_path)
+        calibration = read_json(cal_path)
+        thresholds = calibration["thresholds"]
+        cover.append(calibration["coverage"])
+        if "slices" in variants:
+            for method, det in detectors.items():
+                stored, mine = det.calibration().thresholds[_key(0.05)], thresholds[method]["slices"][_key(0.05)]
+                if not np.isclose(stored, mine, rtol=1e-4, atol=1e-6):
+                    log(f"fold {i} [{method}]: slices threshold {mine:.6g} differs from the calibration's {stored:.6g}")
+        for subject in labelled_test_subjects(fold, log):
+            path, npz = out / f"fold-{i}" / f"{subject.id}.json", out / f"fold-{i}" / f"{subject.id}.npz"
+            if not (path.is_file() and npz.is_file()):
+                start = time.perf_counter()
+                prep = first.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
+                                     lesion_mask_path=subject.lesion_mask)
+                scores, voxels = score_subject(detectors, prep, variants, thresholds)
+                flat = {f"{m}:{k}": v for m, per in voxels.items() for k, v in per.items()}
+                with atomic_path(npz) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, truth=prep.lesion_mask.astype(bool)[prep.brain_mask.astype(bool)], **flat)
+                write_json(scores, path)
+                log(f"fold {i}: {subject.id} scored in {time.perf_counter() - start:.0f} s")
+            cases[subject.id] = read_json(path)
+            arrays.append(npz)
+    title = (f"{modality.upper()}, {runs}: {len(cases)} test cases, {args.folds} folds, FPR thresholds "
+             "calibrated on the folds' calibration cases in each way")
+    summary = {"title": title, "runs": os.fspath(runs), "methods": methods, "variants": variants,
+               "descriptions": {v: VARIANTS[v] for v in variants}, "coverage": [round(c, 3) for c in cover],
+               "means": summarise(cases, methods, variants), "pooled_auroc": pooled_auroc(out, arrays, methods),
+               "per_case": cases}
+    write_json(summary, out / "summary.json")
+    if args.json:
+        write_json(summary, args.json)
+    text = _markdown(summary)
+    write_text(text, out / "summary.md")
+    print(text)
+    if args.figure:
+        _figure(summary, Path(args.figure))
+        log(f"wrote {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
