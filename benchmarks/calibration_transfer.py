@@ -39,13 +39,12 @@ as ``.npz`` for the pooled AUROC), so a rerun continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import foldstudy  # noqa: E402
 import numpy as np  # noqa: E402
 
 #: Calibration variants: name → description.
@@ -176,8 +175,8 @@ def score_subject(detectors: dict, prep, variants, thresholds: dict) -> tuple:
     return out, voxels
 
 
-def pooled_auroc(out: Path, cases, methods) -> dict:
-    """``{method: {"raw"|"norm": AUROC}}`` over the brain voxels of every cached case."""
+def pooled_auroc(cases, methods) -> dict:
+    """``{method: {"raw"|"norm": AUROC}}`` over the brain voxels of the cached cases (``.npz`` paths)."""
     from tfuad.metrics.segmentation import auc_scores
 
     result = {}
@@ -231,8 +230,6 @@ def _figure(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tfuad.files import atomic_path
-
     variants, methods, means = summary["variants"], summary["methods"], summary["means"]
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4.0), sharey=True)
     x = np.arange(len(FPRS))
@@ -251,93 +248,42 @@ def _figure(summary: dict, path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=len(variants) + 1, fontsize=9, frameon=False)
     fig.suptitle(summary["title"], fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    foldstudy.save_figure(fig, path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="dataset with labelled cases (BraTS folder)")
-    parser.add_argument("--runs", required=True, help="cross-validation folder (folds.json, fold-<i>/)")
-    parser.add_argument("--out", required=True, help="cache and summary folder (resumable)")
+    foldstudy.add_arguments(parser)
     parser.add_argument("--methods", default=",".join(METHODS), help="methods, each calibrated in every fold")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="calibration variants")
-    parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--fold-seed", type=int, default=0)
-    parser.add_argument("--calib-per-fold", type=int, default=2)
-    parser.add_argument("--json", default=None, help="write the summary here too")
-    parser.add_argument("--figure", default=None, help="write the figure here too")
     args = parser.parse_args(argv)
 
-    from tfuad.data.folds import cross_validation_folds, fold_table
-    from tfuad.data.layouts import discover
-    from tfuad.data.splits import labelled_test_subjects, prepare_split, split_subjects
-    from tfuad.detection.detector import Detector
-    from tfuad.files import atomic_path, read_json, write_json, write_text
+    from tfuad.files import atomic_path
 
-    def log(msg):
-        print(time.strftime("%H:%M:%S"), msg, flush=True)
-
-    runs, out = Path(args.runs), Path(args.out)
     methods, variants = args.methods.split(","), args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    folds = cross_validation_folds(discover(Path(args.data).resolve()), args.folds, seed=args.fold_seed,
-                                   calib_per_fold=args.calib_per_fold)
-    recorded = json.loads((runs / "folds.json").read_text(encoding="utf-8"))["folds"]
-    if recorded != fold_table(folds):
-        raise SystemExit(f"{runs}/folds.json: other folds than --folds/--fold-seed/--calib-per-fold make")
-    cases, arrays, cover, modality = {}, [], [], None
-    for i, fold in enumerate(folds):
-        detectors = {m: Detector(runs / f"fold-{i}", m) for m in methods}
-        first = next(iter(detectors.values()))
-        modality = first.config["data"]["modality"]
-        cal_path = out / f"fold-{i}" / "calibration.json"
-        if not cal_path.is_file():
-            log(f"fold {i}: calibrating {len(variants)} variants on its calibration volumes")
-            preps = prepare_split(split_subjects(fold, "calib"), modality, first.pconfig, first.stats, log=log)[0]
-            write_json(calibrate_fold(detectors, preps, variants), cal_path)
-        calibration = read_json(cal_path)
-        thresholds = calibration["thresholds"]
-        cover.append(calibration["coverage"])
-        if "slices" in variants:
-            for method, det in detectors.items():
-                stored, mine = det.calibration().thresholds[_key(0.05)], thresholds[method]["slices"][_key(0.05)]
-                if not np.isclose(stored, mine, rtol=1e-4, atol=1e-6):
-                    log(f"fold {i} [{method}]: slices threshold {mine:.6g} differs from the calibration's {stored:.6g}")
-        for subject in labelled_test_subjects(fold, log):
-            path, npz = out / f"fold-{i}" / f"{subject.id}.json", out / f"fold-{i}" / f"{subject.id}.npz"
-            if not (path.is_file() and npz.is_file()):
-                start = time.perf_counter()
-                prep = first.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
-                                     lesion_mask_path=subject.lesion_mask)
-                scores, voxels = score_subject(detectors, prep, variants, thresholds)
-                flat = {f"{m}:{k}": v for m, per in voxels.items() for k, v in per.items()}
-                with atomic_path(npz) as tmp, open(tmp, "wb") as f:
-                    np.savez(f, truth=prep.lesion_mask.astype(bool)[prep.brain_mask.astype(bool)], **flat)
-                write_json(scores, path)
-                log(f"fold {i}: {subject.id} scored in {time.perf_counter() - start:.0f} s")
-            cases[subject.id] = read_json(path)
-            arrays.append(npz)
-    title = (f"{modality.upper()}, {runs}: {len(cases)} test cases, {args.folds} folds, FPR thresholds "
-             "calibrated on the folds' calibration cases in each way")
-    summary = {"title": title, "runs": os.fspath(runs), "methods": methods, "variants": variants,
-               "descriptions": {v: VARIANTS[v] for v in variants}, "coverage": [round(c, 3) for c in cover],
-               "means": summarise(cases, methods, variants), "pooled_auroc": pooled_auroc(out, arrays, methods),
-               "per_case": cases}
-    write_json(summary, out / "summary.json")
-    if args.json:
-        write_json(summary, args.json)
-    text = _markdown(summary)
-    write_text(text, out / "summary.md")
-    print(text)
-    if args.figure:
-        _figure(summary, Path(args.figure))
-        log(f"wrote {args.figure}")
+
+    def score(detectors, prep, calibration, stem):
+        scores, voxels = score_subject(detectors, prep, variants, calibration["thresholds"])
+        flat = {f"{m}:{k}": v for m, per in voxels.items() for k, v in per.items()}
+        with atomic_path(stem.with_suffix(".npz")) as tmp, open(tmp, "wb") as f:
+            np.savez(f, truth=prep.lesion_mask.astype(bool)[prep.brain_mask.astype(bool)], **flat)
+        return scores
+
+    walk = foldstudy.run_folds(args, methods, lambda detectors, preps: calibrate_fold(detectors, preps, variants),
+                               score, pipeline="slices" if "slices" in variants else None)
+    title = (f"{walk.modality.upper()}, {args.runs}: {len(walk.cases)} test cases, {args.folds} folds, FPR "
+             "thresholds calibrated on the folds' calibration cases in each way")
+    arrays = [path.with_suffix(".npz") for path in walk.case_paths.values()]
+    summary = {"title": title, "runs": os.fspath(args.runs), "methods": methods, "variants": variants,
+               "descriptions": {v: VARIANTS[v] for v in variants},
+               "coverage": [round(c["coverage"], 3) for c in walk.calibrations],
+               "means": summarise(walk.cases, methods, variants), "pooled_auroc": pooled_auroc(arrays, methods),
+               "per_case": walk.cases}
+    foldstudy.finish(summary, args, _markdown(summary), _figure)
 
 
 if __name__ == "__main__":

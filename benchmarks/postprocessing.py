@@ -19,20 +19,20 @@ Usage::
         --report benchmarks/repro128/flair/gmvae-c3/report --out runs/postprocessing/flair \\
         --json benchmarks/postprocessing_flair.json --figure docs/postprocessing_flair.png
 
-Every fold's calibration thresholds and every test case's scores are cached as JSON in ``OUT``, so
-a rerun continues where it stopped. Writes ``OUT/summary.json``, ``OUT/summary.md``, the ``--json``
-copy and the ``--figure``.
+Every fold's calibration thresholds and every test case's scores are cached as JSON in ``OUT``
+(:func:`foldstudy.run_folds`), so a rerun continues where it stopped. Writes ``OUT/summary.json``,
+``OUT/summary.md``, the ``--json`` copy and the ``--figure``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import foldstudy  # noqa: E402
 import numpy as np  # noqa: E402
 
 #: Post-processing variants: name → (description, PostprocessConfig fields).
@@ -144,8 +144,6 @@ def _figure(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tfuad.files import atomic_path
-
     variants, methods = summary["variants"], summary["methods"]
     means = summary["means"]
     colors = {"residual": "C0", "map-tv": "C1", "map-tv-positive": "C3", "intensity": "0.45"}
@@ -168,10 +166,7 @@ def _figure(summary: dict, path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=len(methods), fontsize=9, frameon=False)
     fig.suptitle(summary["title"], fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    foldstudy.save_figure(fig, path)
 
 
 def _markdown(summary: dict) -> str:
@@ -193,84 +188,27 @@ def _markdown(summary: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="dataset with labelled cases (BraTS folder)")
-    parser.add_argument("--runs", required=True, help="cross-validation folder (folds.json, fold-<i>/)")
-    parser.add_argument("--out", required=True, help="cache and summary folder (resumable)")
+    foldstudy.add_arguments(parser)
     parser.add_argument("--report", default=None, help="the cross-validation's kept report, to check against")
     parser.add_argument("--methods", default=",".join(METHODS), help="methods, each calibrated in every fold")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="post-processing variants")
-    parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--fold-seed", type=int, default=0)
-    parser.add_argument("--calib-per-fold", type=int, default=2)
-    parser.add_argument("--json", default=None, help="write the summary here too")
-    parser.add_argument("--figure", default=None, help="write the figure here too")
     args = parser.parse_args(argv)
 
-    from tfuad.data.folds import cross_validation_folds, fold_table
-    from tfuad.data.layouts import discover
-    from tfuad.data.splits import labelled_test_subjects, prepare_split, split_subjects
-    from tfuad.detection.detector import Detector
-    from tfuad.files import read_json, write_json, write_text
-
-    def log(msg):
-        print(time.strftime("%H:%M:%S"), msg, flush=True)
-
-    runs, out = Path(args.runs), Path(args.out)
-    folds = cross_validation_folds(discover(Path(args.data).resolve()), args.folds, seed=args.fold_seed,
-                                   calib_per_fold=args.calib_per_fold)
-    recorded = json.loads((runs / "folds.json").read_text(encoding="utf-8"))["folds"]
-    if recorded != fold_table(folds):
-        raise SystemExit(f"{runs}/folds.json: other folds than --folds/--fold-seed/--calib-per-fold make")
     methods, configs = args.methods.split(","), variant_configs(args.variants.split(","))
-    cases, modality = {}, None
-    for i, fold in enumerate(folds):
-        run = runs / f"fold-{i}"
-        detectors = {m: Detector(run, m) for m in methods}
-        for det in detectors.values():
-            det.calibration()  # the calibrated settings (λ, schedule) and a check that the weights match
-        first = next(iter(detectors.values()))
-        modality = first.config["data"]["modality"]
-        cal_path = out / f"fold-{i}" / "calibration.json"
-        if cal_path.is_file():
-            thresholds = read_json(cal_path)
-        else:
-            log(f"fold {i}: calibrating {len(configs)} variants on its healthy calibration slices")
-            preps = prepare_split(split_subjects(fold, "calib"), modality, first.pconfig, first.stats, log=log)[0]
-            thresholds = calibrate_fold(detectors, preps, configs)
-            write_json(thresholds, cal_path)
-        if "paper" in configs:
-            for method, det in detectors.items():
-                stored = det.calibration().thresholds[_key(0.05)]
-                mine = thresholds[method]["paper"][_key(0.05)]
-                if not np.isclose(stored, mine, rtol=1e-4, atol=1e-6):
-                    log(f"fold {i} [{method}]: paper-variant threshold {mine:.6g} differs from the calibration's "
-                        f"{stored:.6g}")
-        for subject in labelled_test_subjects(fold, log):
-            path = out / f"fold-{i}" / f"{subject.id}.json"
-            if not path.is_file():
-                start = time.perf_counter()
-                prep = first.prepare(subject.image(modality), brain_mask_path=subject.brain_mask,
-                                     lesion_mask_path=subject.lesion_mask)
-                write_json(score_subject(detectors, prep, configs, thresholds), path)
-                log(f"fold {i}: {subject.id} scored in {time.perf_counter() - start:.0f} s")
-            cases[subject.id] = read_json(path)
+    walk = foldstudy.run_folds(
+        args, methods, lambda detectors, preps: {"thresholds": calibrate_fold(detectors, preps, configs)},
+        lambda detectors, prep, calibration, _: score_subject(detectors, prep, configs, calibration["thresholds"]),
+        pipeline="paper" if "paper" in configs else None)
     variants = list(configs)
-    title = (f"{modality.upper()}, {runs}: {len(cases)} test cases, {args.folds} folds, thresholds recalibrated "
-             "per variant on healthy slices")
-    summary = {"title": title, "runs": os.fspath(runs), "methods": methods, "variants": variants,
-               "settings": {v: VARIANTS[v][1] for v in variants}, "means": summarise(cases, methods, variants),
-               "per_case": cases}
+    title = (f"{walk.modality.upper()}, {args.runs}: {len(walk.cases)} test cases, {args.folds} folds, thresholds "
+             "recalibrated per variant on healthy slices")
+    summary = {"title": title, "runs": os.fspath(args.runs), "methods": methods, "variants": variants,
+               "settings": {v: VARIANTS[v][1] for v in variants}, "means": summarise(walk.cases, methods, variants),
+               "per_case": walk.cases}
     if args.report and "paper" in configs:
-        summary["paper_against_report"] = check_against_report(cases, Path(args.report), methods, log)
-    write_json(summary, out / "summary.json")
-    if args.json:
-        write_json(summary, args.json)
-    text = _markdown(summary)
-    write_text(text, out / "summary.md")
-    print(text)
-    if args.figure:
-        _figure(summary, Path(args.figure))
-        log(f"wrote {args.figure}")
+        summary["paper_against_report"] = check_against_report(walk.cases, Path(args.report), methods,
+                                                               foldstudy.log)
+    foldstudy.finish(summary, args, _markdown(summary), _figure)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import foldstudy  # noqa: E402
+
 #: The measures read from each report, per test case.
 MEASURES = ("auroc", "dice@fpr@0.05", "fpr@fpr@0.05")
 
@@ -87,8 +89,6 @@ def _figure(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tfuad.files import atomic_path
-
     sizes = summary["sizes"]
     x = [s["train_subjects"] for s in sizes]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -113,25 +113,18 @@ def _figure(summary: dict, path: Path) -> None:
     axes[2].set_xticks(x)
     fig.suptitle(summary["title"], fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    foldstudy.save_figure(fig, path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="dataset with labelled cases (BraTS folder)")
-    parser.add_argument("--out", required=True, help="output folder (resumable)")
+    foldstudy.add_arguments(parser, runs=False)
     parser.add_argument("--modality", default="flair")
     parser.add_argument("--model", default="gmvae")
     parser.add_argument("--model-kwargs", default='{"clusters": 3}', help="model options as JSON")
     parser.add_argument("--sizes", default="2,4", help="training cases per model (comma-separated; 0 = all)")
     parser.add_argument("--folds-used", default="0", help="which folds to retrain (comma-separated)")
-    parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--fold-seed", type=int, default=0)
-    parser.add_argument("--calib-per-fold", type=int, default=2)
     parser.add_argument("--subset-seed", type=int, default=0, help="seed of the order the subsets are cut from")
     parser.add_argument("--full", default=None, help="the cross-validation whose fold runs are the 'all cases' point")
     parser.add_argument("--methods", default="residual,map-tv,map-tv-positive,intensity")
@@ -142,35 +135,22 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="mixed_bfloat16", choices=("float32", "mixed_bfloat16"))
     parser.add_argument("--schedule", default="fast", choices=("paper", "fast"))
-    parser.add_argument("--json", default=None, help="write the summary here too")
-    parser.add_argument("--figure", default=None, help="write the figure here too")
     args = parser.parse_args(argv)
-
-    import time
 
     import numpy as np
 
-    from tfuad.data.folds import cross_validation_folds, fold_table
-    from tfuad.data.layouts import discover
-    from tfuad.files import write_json, write_text
     from tfuad.training import TrainConfig
     from tfuad.workflows.crossval import train_and_calibrate
     from tfuad.workflows.evaluate import evaluate_folds
 
-    def log(msg):
-        print(time.strftime("%H:%M:%S"), msg, flush=True)
-
+    log = foldstudy.log
     out = Path(args.out)
-    folds = cross_validation_folds(discover(Path(args.data).resolve()), args.folds, seed=args.fold_seed,
-                                   calib_per_fold=args.calib_per_fold)
+    folds = foldstudy.folds_of(args, args.full)
     used = [int(i) for i in args.folds_used.split(",")]
     methods = args.methods.split(",")
     learned = [m for m in methods if m != "intensity"]
     sizes = [int(n) for n in args.sizes.split(",")]
     if args.full:
-        recorded = json.loads((Path(args.full) / "folds.json").read_text(encoding="utf-8"))["folds"]
-        if recorded != fold_table(folds):
-            raise SystemExit(f"{args.full}/folds.json: other folds than --folds/--fold-seed/--calib-per-fold make")
         sizes = [n for n in sizes if n != 0] + [0]
     config = TrainConfig(model=args.model, modality=args.modality, epochs=args.epochs, patience=args.patience,
                          batch_size=args.batch_size, image_size=args.image_size, seed=args.seed, standardize=True,
@@ -208,9 +188,6 @@ def main(argv=None):
     title = (f"{args.modality.upper()}, {args.model} {args.model_kwargs}, {args.image_size} px: folds "
              f"{args.folds_used} of {args.folds}, the same test cases at every size")
     summary = {"title": title, "settings": vars(args), "sizes": results}
-    write_json(summary, out / "summary.json")
-    if args.json:
-        write_json(summary, args.json)
     lines = [f"# {title}", "", "| training cases | slices | kept epoch | val L1 | val SSIM | "
              + " | ".join(f"{m} subject AUROC | {m} DSC@5% | {m} FPR@5%" for m in methods) + " |",
              "|" + "---|" * (5 + 3 * len(methods))]
@@ -222,12 +199,7 @@ def main(argv=None):
             cells += ([f"{r['auroc']['mean']:.3f}", f"{r['dice@fpr@0.05']['mean']:.3f}",
                        f"{r['fpr@fpr@0.05']['mean']:.3f}"] if r else ["", "", ""])
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    write_text(text, out / "summary.md")
-    print(text)
-    if args.figure:
-        _figure(summary, Path(args.figure))
-        log(f"wrote {args.figure}")
+    foldstudy.finish(summary, args, "\n".join(lines) + "\n", _figure)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,10 @@ Dice and FPR; its other variants must be what they say: weights that give the wh
 profile, and a per-volume normalisation that leaves each volume's ranking as it was.
 """
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli
+from helpers import cli, load_script
 
 from tfuad.data.layouts import discover
 from tfuad.data.splits import labelled_test_subjects, prepare_split, split_subjects
@@ -19,17 +16,12 @@ from tfuad.detection.detector import Detector
 from tfuad.metrics.segmentation import auc_scores
 from tfuad.postprocessing.filters import PostprocessConfig, erode_mask
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration_transfer.py"
 METHODS = ("residual", "intensity")
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("calibration_transfer_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("calibration_transfer")
 
 
 def test_axial_bins_and_position_weights(study):

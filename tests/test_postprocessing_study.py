@@ -4,28 +4,20 @@ Its ``paper`` variant must reproduce ``tfuad calibrate``'s thresholds and ``tfua
 per-subject numbers, and the other variants must differ from it, so its table compares pipelines.
 """
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
-from helpers import cli
+from helpers import cli, load_script
 
 from tfuad.data.layouts import discover
 from tfuad.data.splits import labelled_test_subjects, prepare_split, split_subjects
 from tfuad.detection.detector import Detector
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "postprocessing.py"
 METHODS = ("residual", "intensity")
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("postprocessing_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("postprocessing")
 
 
 @pytest.fixture(scope="module")

@@ -1,22 +1,14 @@
 """The reproduction's wall-time clock (``benchmarks/reproduce.py``) survives a killed run."""
-import importlib.util
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("reproduce")
 
 
 def test_laps_keep_the_time_up_to_the_last_line(reproduce, tmp_path):
