@@ -248,7 +248,7 @@ def auc_scores(scores, truth) -> tuple:
 
     Args:
         scores: Array_like.
-        truth: Array_like of bool, same shape; must contain both classes..
+        truth: Array_like of bool, same shape; must contain both classes.
 
     Returns:
         (float, float): ``(auroc, auprc)``.
