@@ -9,10 +9,11 @@ of :data:`VARIANTS`:
 
 * ``slices``: the healthy slices' brain voxels, each alike (what ``tfuad calibrate`` does);
 * ``position``: the same voxels, each weighted by ``p(bin) / q(bin)``, where ``bin`` is its axial
-  position relative to its brain's extent (:data:`POSITION_BINS` bins), ``p`` the share of all brain
-  voxels of the calibration volumes in that bin and ``q`` the healthy voxels' share: the healthy
-  voxels stand for the whole brain's axial profile as far as they cover it (bins without a healthy
-  voxel are left out). Only which slices are healthy is read, as before;
+  position relative to its brain's extent (10 bins), ``p`` the share of all brain voxels of the
+  calibration volumes in that bin and ``q`` the healthy voxels' share: the healthy voxels stand for
+  the whole brain's axial profile as far as they cover it (bins without a healthy voxel are left
+  out). Only which slices are healthy is read, as before; this is ``tfuad calibrate --weighting
+  position`` (:func:`tfuad.postprocessing.thresholds.position_weights`);
 * ``subject``: every map normalised per volume, ``(s − median) / IQR`` over the volume's eroded brain
   (all its slices; no label), at calibration and at test, then calibrated as ``slices``;
 * ``subject+position``: both;
@@ -57,7 +58,6 @@ VARIANTS = {
 }
 FPRS = (0.01, 0.05, 0.10)
 METHODS = ("residual", "map-tv", "map-tv-positive", "intensity")
-POSITION_BINS = 10
 REGION_FPR = 0.05
 
 
@@ -65,17 +65,6 @@ def _key(fpr: float) -> str:
     from tfuad.postprocessing.thresholds import fpr_key
 
     return fpr_key(fpr)
-
-
-def axial_bins(brain_mask, bins: int = POSITION_BINS) -> np.ndarray:
-    """Each axial slice's position bin, ``0 .. bins-1`` over the brain's extent (``-1`` outside it)."""
-    z = np.flatnonzero(np.asarray(brain_mask, bool).any(axis=(0, 1)))
-    out = np.full(brain_mask.shape[2], -1, np.int64)
-    if z.size:
-        lo, hi = z[0], z[-1]
-        rel = (np.arange(lo, hi + 1) - lo) / (hi - lo + 1)
-        out[lo:hi + 1] = np.minimum((rel * bins).astype(np.int64), bins - 1)
-    return out
 
 
 def normalise(score, brain_mask, config) -> np.ndarray:
@@ -91,50 +80,23 @@ def normalise(score, brain_mask, config) -> np.ndarray:
     return out
 
 
-def position_weights(parts) -> list:
-    """Per-voxel weights of the ``position`` variant, from ``(brain bins, healthy bins)`` per volume.
-
-    Args:
-        parts: ``[(bins_of_brain_voxels, bins_of_healthy_voxels), ...]``, one pair per volume.
-
-    Returns:
-        A weight array per volume, for its healthy voxels (in their order).
-    """
-    brain = np.bincount(np.concatenate([b for b, _ in parts]), minlength=POSITION_BINS).astype(float)
-    healthy = np.bincount(np.concatenate([h for _, h in parts]), minlength=POSITION_BINS).astype(float)
-    ratio = np.divide(brain / brain.sum(), healthy / healthy.sum(), out=np.zeros(POSITION_BINS),
-                      where=healthy > 0)
-    return [ratio[h] for _, h in parts]
-
-
-def coverage(parts) -> float:
-    """Share of the calibration volumes' brain voxels whose position bin holds a healthy voxel."""
-    brain = np.bincount(np.concatenate([b for b, _ in parts]), minlength=POSITION_BINS)
-    healthy = np.bincount(np.concatenate([h for _, h in parts]), minlength=POSITION_BINS)
-    return float(brain[healthy > 0].sum() / brain.sum())
-
-
 def calibrate_fold(detectors: dict, preps, variants) -> dict:
     """``{"thresholds": {method: {variant: {fpr key: t}}}, "coverage": float}`` from the calibration volumes."""
     from tfuad.postprocessing.thresholds import fpr_thresholds
-    from tfuad.workflows.calibrate import healthy_voxels
+    from tfuad.workflows.calibrate import calibration_weights, healthy_voxels
 
     values = {m: {"raw": [], "norm": [], "all": []} for m in detectors}
-    parts = []
     for prep in preps:
-        shared, first = {}, None
+        shared = {}
         for method, det in detectors.items():
             score = det.run_volume(prep, shared=shared).map
             keep = healthy_voxels(prep, det.pconfig)
-            if first is None:
-                first = det
-                bins = axial_bins(prep.brain_mask)[None, None, :]
-                bins = np.broadcast_to(bins, prep.brain_mask.shape)
-                parts.append((bins[prep.brain_mask], bins[keep]))
             values[method]["raw"].append(score[keep])
             values[method]["norm"].append(normalise(score, prep.brain_mask, det.postprocess)[keep])
             values[method]["all"].append(score[prep.brain_mask & ~prep.lesion_mask.astype(bool)])
-    weights = np.concatenate(position_weights(parts))
+    # tfuad calibrate --weighting position
+    position = calibration_weights(preps, next(iter(detectors.values())).pconfig)
+    weights = position["volume"]
     out = {}
     for method, per in values.items():
         raw, norm = np.concatenate(per["raw"]), np.concatenate(per["norm"])
@@ -145,7 +107,7 @@ def calibrate_fold(detectors: dict, preps, variants) -> dict:
             data, w = picks[variant]
             thresholds = fpr_thresholds(data, FPRS, weights=w)
             out[method][variant] = {_key(f): float(thresholds[f]) for f in FPRS}
-    return {"thresholds": out, "coverage": coverage(parts)}
+    return {"thresholds": out, "coverage": position["coverage"]}
 
 
 def score_subject(detectors: dict, prep, variants, thresholds: dict) -> tuple:

@@ -43,6 +43,10 @@ def parse_fprs(ctx, param, value):
               help="FPR limits on healthy brain voxels.")
 @click.option("--lambdas", default=None, metavar="L1,L2,...", callback=_numbers,
               help="λ grid of the map-tv ε(λ) search [default: 0.25,0.5,1,2,3,4,5,6,8,12].")
+@click.option("--weighting", type=click.Choice(["none", "position"]), default="none", show_default=True,
+              help="How healthy calibration voxels count for the FPR thresholds: each alike (the papers'), or "
+                   "'position': weighted to the calibration brains' axial profile, so that healthy slices from "
+                   "the top and bottom of lesioned brains stand for the whole brain a threshold meets.")
 @click.option("--percentile", default=98.0, show_default=True, help="Percentile threshold on healthy training maps.")
 @schedule_options(default="paper")
 @click.option("--median-size", default=5, show_default=True,
@@ -53,7 +57,7 @@ def parse_fprs(ctx, param, value):
 @precision_option
 @batch_size_option
 def command(run_dir, data_path, derivatives, protocol, methods, lambdas, fprs, percentile, schedule, max_steps,
-            median_size, erosion, min_component, precision, batch_size):
+            median_size, erosion, min_component, weighting, precision, batch_size):
     """Calibrate a trained run on healthy data; writes RUN_DIR/calibration-<method>.json.
 
     Thresholds never come from test labels: the 98th percentile of post-processed
@@ -90,7 +94,8 @@ def command(run_dir, data_path, derivatives, protocol, methods, lambdas, fprs, p
         methods = methods_for(run.load_model())
     calibrations = calibrate_methods(run.path, dataset, methods, fprs=fprs, percentile=percentile, schedule=schedule,
                                      max_steps=max_steps, lambdas=lambdas, batch_size=batch_size,
-                                     postprocess=postprocess, precision=precision, log=click.echo)
+                                     postprocess=postprocess, weighting=weighting, precision=precision,
+                                     log=click.echo)
     for method, cal in calibrations.items():
         values = ", ".join(f"{k}={v:.4g}" for k, v in cal.thresholds.items())
         lam = f", lambda={cal.extra['lambda']:g}" if "lambda" in cal.extra else ""

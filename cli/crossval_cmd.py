@@ -23,6 +23,8 @@ from tfuad.models import MODEL_NAMES
 @click.option("--method", "methods", multiple=True, default=("residual", "intensity"), show_default=True,
               help="Methods to calibrate and evaluate (repeatable); intensity is the reference row.")
 @click.option("--fprs", default="0.01,0.05,0.1", show_default=True, help="FPR limits on healthy brain voxels.")
+@click.option("--weighting", type=click.Choice(["none", "position"]), default="none", show_default=True,
+              help="Calibration voxels each alike, or weighted to the brains' axial profile (see tfuad calibrate).")
 @click.option("--median-size", default=5, show_default=True,
               help="Side of the 3D median filter on the maps (paper: 5 at about 1 mm; 1 turns it off).")
 @click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
@@ -30,7 +32,7 @@ from tfuad.models import MODEL_NAMES
 @training_options
 @schedule_options(default="fast")
 def command(model, data_path, derivatives, out_dir, k, fold_seed, calib_per_fold, healthy_calib, methods, fprs,
-            median_size, resamples, schedule, max_steps, **params):
+            weighting, median_size, resamples, schedule, max_steps, **params):
     """Cross-validate MODEL: every labelled case is tested once, by a model that never saw it.
 
     For each fold: train MODEL on the other folds' training cases (their
@@ -54,7 +56,7 @@ def command(model, data_path, derivatives, out_dir, k, fold_seed, calib_per_fold
         get_method(method)
     limits = tuple(FPR.convert(v, None, None) for v in fprs.split(",") if v.strip())
     config = train_config(model, params)
-    calibration = {"fprs": limits, "postprocess": PostprocessConfig(median_size=median_size),
+    calibration = {"fprs": limits, "postprocess": PostprocessConfig(median_size=median_size), "weighting": weighting,
                    "schedule": schedule, "max_steps": max_steps}
     dataset = discover(data_path, derivatives=derivatives)
     summary = crossval(dataset, out_dir, config, k=k, seed=fold_seed, calib_per_fold=calib_per_fold,

@@ -141,6 +141,7 @@ def build_card(plan, metadata: dict, *, report=None, speed: dict | None = None) 
                              "thresholds": calibration.thresholds,
                              "slice_thresholds": calibration.extra.get("slice_thresholds"),
                              "percentile_source": calibration.extra.get("percentile_source"),
+                             "weighting": calibration.extra.get("weighting", "none"),
                              "postprocess": calibration.postprocess},
         "evaluation": _evaluation(read_report(report), report) if report is not None else None,
         "speed": speed,
@@ -228,7 +229,8 @@ def render_markdown(card: dict) -> str:
         f"- Training: {train['training']}.",
         "", "## Calibration data", "",
         f"- Subjects: {_names(calib['subjects'])}; {calib['healthy_voxels']} healthy brain voxels "
-        f"(98th percentile from the {calib.get('percentile_source')} split).",
+        f"(98th percentile from the {calib.get('percentile_source')} split; FPR thresholds' voxel weighting: "
+        f"{calib.get('weighting', 'none')}).",
         f"- Post-processing: {calib['postprocess']}.",
         f"- Volume thresholds: {calib['thresholds']}.",
         "", "## Evaluation", "", *_evaluation_md(card.get("evaluation")),

@@ -2,7 +2,8 @@
 
 Its ``slices`` variant must reproduce ``tfuad calibrate``'s thresholds and ``tfuad evaluate``'s
 Dice and FPR; its other variants must be what they say: weights that give the whole brain's axial
-profile, and a per-volume normalisation that leaves each volume's ranking as it was.
+profile (``tfuad calibrate --weighting position``, tested in ``test_calibration_weighting.py``), and a
+per-volume normalisation that leaves each volume's ranking as it was.
 """
 import csv
 
@@ -22,26 +23,6 @@ METHODS = ("residual", "intensity")
 @pytest.fixture(scope="module")
 def study():
     return load_script("calibration_transfer")
-
-
-def test_axial_bins_and_position_weights(study):
-    brain = np.zeros((4, 4, 30), bool)
-    brain[1:3, 1:3, 5:25] = True  # 20 brain slices: two per bin
-    bins = study.axial_bins(brain)
-    assert (bins[:5] == -1).all() and (bins[25:] == -1).all()
-    assert np.bincount(bins[5:25]).tolist() == [2] * study.POSITION_BINS
-    voxel_bins = np.broadcast_to(bins[None, None, :], brain.shape)
-    healthy = brain.copy()
-    healthy[:, :, 9:21] = False  # healthy slices only at the ends: bins 0, 1, 8, 9
-    parts = [(voxel_bins[brain], voxel_bins[healthy])]
-    (weights,) = study.position_weights(parts)
-    assert study.coverage(parts) == pytest.approx(0.4)
-    # each covered bin gets the weight of the whole brain's share: 0.1 of the brain over 0.25 of the healthy voxels
-    assert weights == pytest.approx(np.full(weights.size, 0.1 / 0.25))
-    healthy[:, :, 5] = False  # bin 0 now half as covered: its voxels count twice as much as the others
-    (weights,) = study.position_weights([(voxel_bins[brain], voxel_bins[healthy])])
-    in_bin0 = voxel_bins[healthy] == 0
-    assert weights[in_bin0] == pytest.approx(2 * weights[~in_bin0][0])
 
 
 def test_normalise_is_monotone_per_volume_and_robust(study):

@@ -226,6 +226,7 @@ def test_model_card_describes_model_data_evaluation_speed_and_limits(served):
     assert card["model"]["architecture"] == "sae" and card["method"]["name"] == "residual"
     assert card["training_data"]["modality"] == "flair" and len(card["training_data"]["subjects"]) == 3
     assert card["calibration_data"]["healthy_voxels"] > 0 and card["calibration_data"]["subjects"]
+    assert card["calibration_data"]["weighting"] == "none"  # tfuad calibrate's default
     rows = {row["method"]: row for row in card["evaluation"]["methods"]}
     for method in summary["methods"]:
         ci = method["auroc_ci"]

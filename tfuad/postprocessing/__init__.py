@@ -22,6 +22,7 @@ from tfuad.postprocessing.thresholds import (
     percentile_key,
     percentile_threshold,
     pool_values,
+    position_weights,
 )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "percentile_threshold",
     "fpr_threshold",
     "fpr_thresholds",
+    "position_weights",
     "fpr_key",
     "percentile_key",
 ]

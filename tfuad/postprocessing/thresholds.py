@@ -39,6 +39,8 @@ __all__ = [
     "percentile_threshold",
     "fpr_threshold",
     "fpr_thresholds",
+    "position_weights",
+    "POSITION_BINS",
     "brain_values",
     "pool_values",
     "fpr_key",
@@ -49,6 +51,8 @@ __all__ = [
 
 #: FPR limits of Chen et al. (2020).
 DEFAULT_FPRS = (0.01, 0.05, 0.10)
+#: Position bins of :func:`position_weights` along each brain's extent.
+POSITION_BINS = 10
 
 
 def pool_values(values) -> np.ndarray:
@@ -211,6 +215,72 @@ def _weighted_fpr_thresholds(values: np.ndarray, weights, fprs) -> dict:
     above = total - cumulative[np.searchsorted(ranked, ranked, side="right") - 1]  # weight strictly above
     share = above / total  # non-increasing along ``ranked``; 0 at the maximum
     return {f: float(ranked[int(np.argmax(share <= f))]) for f in fprs}
+
+
+def _position_bins(brain: np.ndarray, axis: int, bins: int) -> np.ndarray:
+    """Each brain voxel's bin along ``axis`` over the brain's extent, ``0 .. bins-1``; ``-1`` off the brain."""
+    other = tuple(a for a in range(brain.ndim) if a != axis)
+    z = np.flatnonzero(brain.any(axis=other))
+    per_slice = np.full(brain.shape[axis], -1, np.int64)
+    if z.size:
+        rel = (np.arange(z[0], z[-1] + 1) - z[0]) / (z[-1] - z[0] + 1)
+        per_slice[z[0]:z[-1] + 1] = np.minimum((rel * bins).astype(np.int64), bins - 1)
+    shape = [1] * brain.ndim
+    shape[axis] = -1
+    return np.where(brain, per_slice.reshape(shape), -1)
+
+
+def position_weights(brain_masks, healthy_masks, *, bins: int = POSITION_BINS, axis: int = -1):
+    """Weights that let calibration voxels stand for whole brains along one axis.
+
+    Healthy calibration voxels often come from a few positions only (in BraTS, the
+    tumour-free top and bottom slices of lesioned brains), while a threshold meets
+    every position of a test brain. Each volume's extent along ``axis`` (first to last
+    brain slice) is cut into ``bins`` equal bins; a calibration voxel in bin ``b``
+    weighs ``p(b) / q(b)``, where ``p`` is the share of all brain voxels of the volumes
+    in that bin and ``q`` the share of calibration voxels. The weighted calibration
+    voxels then have the brains' profile along the axis, as far as they cover it: bins
+    with no calibration voxel cannot be stood for and are left out (``coverage``).
+
+    Args:
+        brain_masks: One boolean brain mask per volume.
+        healthy_masks: Boolean masks of the same shapes; a volume's calibration voxels
+            are ``brain & healthy``.
+        bins: Number of position bins (≥ 1).
+        axis: The axis of the profile (the slice axis).
+
+    Returns:
+        ``(weights, coverage)``: a float64 array per volume with the weights of its voxels
+        ``values[brain & healthy]`` (C order), and the share of brain voxels whose bin holds
+        a calibration voxel (1 when every position is represented).
+
+    Raises:
+        tfuad.errors.ArrayError: On masks of different shapes, or no calibration voxel.
+
+    Example:
+        >>> import numpy as np
+        >>> brain = np.ones((1, 1, 4), bool)
+        >>> healthy = np.array([[[True, True, True, False]]])
+        >>> weights, coverage = position_weights([brain], [healthy], bins=2)
+        >>> weights[0].tolist(), coverage
+        ([0.75, 0.75, 1.5], 1.0)
+    """
+    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
+        raise ArrayError(f"bins must be a positive integer, got {bins!r}")
+    all_bins, kept = [], []
+    for brain, healthy in zip(brain_masks, healthy_masks, strict=True):
+        brain, healthy = np.asarray(brain, bool), np.asarray(healthy, bool)
+        if brain.shape != healthy.shape:
+            raise ArrayError(f"brain mask {brain.shape} and healthy mask {healthy.shape} differ in shape")
+        where = _position_bins(brain, axis % brain.ndim, bins)
+        all_bins.append(where[brain])
+        kept.append(where[brain & healthy])
+    p = np.bincount(np.concatenate(all_bins), minlength=bins).astype(np.float64) if all_bins else np.zeros(bins)
+    q = np.bincount(np.concatenate(kept), minlength=bins).astype(np.float64) if kept else np.zeros(bins)
+    if not q.sum() > 0:
+        raise ArrayError("no calibration voxel inside the brain masks")
+    ratio = np.divide(p / p.sum(), q / q.sum(), out=np.zeros(bins), where=q > 0)
+    return [ratio[k] for k in kept], float(p[q > 0].sum() / p.sum())
 
 
 def fpr_threshold(healthy_values, fpr: float) -> float:

@@ -3,6 +3,8 @@
 * 98th percentile of post-processed maps on healthy training slices (Baur et al.);
 * FPR-limited thresholds: the smallest threshold whose false-positive rate on
   the healthy brain voxels of calibration slices is ≤ each limit (Chen et al.);
+* optionally, calibration voxels weighted so that they stand for whole brains'
+  axial profile (``weighting="position"``, :func:`calibration_weights`);
 * the method's own settings first (MAP-TV: λ minimising the mean L1 change
   ε(λ) on healthy calibration slices, Chen et al. eq. 7), see
   :meth:`~tfuad.detection.methods.base.ScoringMethod.calibrate_settings`.
@@ -20,18 +22,27 @@ import numpy as np
 
 from tfuad.data.splits import prepare_split, split_subjects
 from tfuad.detection.detector import Detector
-from tfuad.errors import DatasetError
+from tfuad.errors import ConfigError, DatasetError
 
-__all__ = ["calibrate_run", "calibrate_methods", "healthy_values", "healthy_voxels", "fpr_curve", "DEFAULT_FPRS",
-           "CURVE_FPRS"]
+__all__ = ["calibrate_run", "calibrate_methods", "healthy_values", "healthy_voxels", "calibration_weights", "fpr_curve",
+           "DEFAULT_FPRS", "CURVE_FPRS", "WEIGHTINGS"]
 
 DEFAULT_FPRS = (0.01, 0.05, 0.10)
 #: FPR levels of the stored threshold-against-FPR curve (a served model interpolates between them).
 CURVE_FPRS = tuple(float(f) for f in np.geomspace(1e-4, 0.5, 241))
+#: How calibration voxels count: ``none`` (each alike, the papers') or ``position`` (weighted to the
+#: brains' axial profile, :func:`calibration_weights`).
+WEIGHTINGS = ("none", "position")
 
 
-def fpr_curve(volume_values, slice_values, fprs=DEFAULT_FPRS) -> dict:
+def fpr_curve(volume_values, slice_values, fprs=DEFAULT_FPRS, *, weights=None) -> dict:
     """Thresholds against FPR on healthy voxels, at :data:`CURVE_FPRS` and the calibrated limits.
+
+    Args:
+        volume_values: Post-processed healthy values (input grid).
+        slice_values: Raw slice-map healthy values (model space).
+        fprs: The calibrated limits.
+        weights: Optional ``{"volume": w, "slice": w}`` from :func:`calibration_weights`.
 
     Returns:
         ``{"fpr": [...], "volume_threshold": [...], "slice_threshold": [...]}``, FPR ascending;
@@ -39,8 +50,10 @@ def fpr_curve(volume_values, slice_values, fprs=DEFAULT_FPRS) -> dict:
     """
     from tfuad.postprocessing.thresholds import fpr_thresholds
 
+    weights = weights or {}
     levels = sorted(set(CURVE_FPRS) | {float(f) for f in fprs})
-    volume, slices = fpr_thresholds(volume_values, levels), fpr_thresholds(slice_values, levels)
+    volume = fpr_thresholds(volume_values, levels, weights=weights.get("volume"))
+    slices = fpr_thresholds(slice_values, levels, weights=weights.get("slice"))
     return {"fpr": levels, "volume_threshold": [volume[f] for f in levels],
             "slice_threshold": [slices[f] for f in levels]}
 
@@ -59,6 +72,37 @@ def healthy_voxels(prep, pconfig) -> np.ndarray:
     keep = np.zeros(prep.brain_mask.shape, bool)
     keep[:, :, prep.training_indices(pconfig)] = True
     return keep & prep.brain_mask
+
+
+def calibration_weights(prepared_list, pconfig) -> dict:
+    """Position weights of the values :func:`healthy_values` returns, for both grids.
+
+    See :func:`~tfuad.postprocessing.thresholds.position_weights`: each healthy voxel weighs
+    the share of its volumes' brain voxels at its axial position over the share of healthy
+    voxels there. Only the brain masks and which slices are healthy are read.
+
+    Args:
+        prepared_list: The prepared volumes :func:`healthy_values` was given, in its order.
+        pconfig: The model's :class:`~tfuad.data.preprocessing.PreprocessConfig`.
+
+    Returns:
+        ``{"volume": w, "slice": w, "coverage": c}``: weights in the order of
+        :func:`healthy_values`' ``(volume_values, slice_values)``, and the share of the
+        calibration volumes' brain voxels at positions their healthy slices cover.
+    """
+    from tfuad.postprocessing.thresholds import position_weights
+
+    volume, coverage = position_weights([p.brain_mask for p in prepared_list],
+                                        [healthy_voxels(p, pconfig) for p in prepared_list])
+    chosen = []
+    for prep in prepared_list:
+        rows = np.zeros(prep.brain.shape[0], bool)
+        rows[prep.training_indices(pconfig)] = True
+        chosen.append(np.broadcast_to(rows.reshape((-1,) + (1,) * (prep.brain.ndim - 1)), prep.brain.shape))
+    slices, _ = position_weights([p.brain for p in prepared_list], chosen, axis=0)
+    empty = np.zeros(0)
+    return {"volume": np.concatenate(volume) if volume else empty,
+            "slice": np.concatenate(slices) if slices else empty, "coverage": coverage}
 
 
 def healthy_values(detector, prepared_list, *, progress=None):
@@ -181,8 +225,8 @@ def calibrate_run(run_dir, dataset, *, method: str = "residual", **kwargs):
 
 
 def calibrate_methods(run_dir, dataset, methods, *, fprs=DEFAULT_FPRS, percentile: float = 98.0,
-                      lambda_slices: int = 32, batch_size: int | None = None, postprocess=None, log=print,
-                      **options) -> dict:
+                      lambda_slices: int = 32, batch_size: int | None = None, postprocess=None,
+                      weighting: str = "none", log=print, **options) -> dict:
     """Calibrate several methods of a run on a dataset's healthy data and save each in the run.
 
     Methods that differ only in the polarity of their map (``map-tv`` and ``map-tv-positive``)
@@ -203,6 +247,9 @@ def calibrate_methods(run_dir, dataset, methods, *, fprs=DEFAULT_FPRS, percentil
         batch_size: Slices per batch.
         postprocess: :class:`~tfuad.postprocessing.filters.PostprocessConfig` stored with the
             calibration and used by every later detection (default: the paper's).
+        weighting: One of :data:`WEIGHTINGS`: ``"position"`` weights the FPR thresholds' voxels to
+            the calibration brains' axial profile (:func:`calibration_weights`); the percentile
+            threshold stays unweighted.
         log: Receives progress lines.
         **options: Method options (MAP-TV: ``schedule``, ``max_steps``, ``lambdas``); stored with
             the calibration where the thresholds depend on them.
@@ -227,6 +274,8 @@ def calibrate_methods(run_dir, dataset, methods, *, fprs=DEFAULT_FPRS, percentil
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise ValueError("calibrate_methods needs at least one method")
+    if weighting not in WEIGHTINGS:
+        raise ConfigError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
     postprocess = postprocess or PostprocessConfig()
     detectors = [Detector(run_dir, name, batch_size=batch_size, postprocess=postprocess, calibrated=False,
                           **options) for name in methods]
@@ -237,17 +286,25 @@ def calibrate_methods(run_dir, dataset, methods, *, fprs=DEFAULT_FPRS, percentil
               disable=None) as bar:  # terminals only
         calib_values = healthy_values(detectors, calib, progress=bar)
     percentile_values = _percentile_values(detectors, dataset, [v for v, _ in calib_values], log)
+    position = calibration_weights(calib, detectors[0].pconfig) if weighting == "position" else {}
+    if position:
+        log(f"position weighting: the healthy slices cover {position['coverage']:.0%} of the calibration brains' "
+            "voxels by axial position; the rest cannot be stood for")
     out = {}
     for detector, extra, (values, slice_values), (p_values, p_source) in zip(detectors, extras, calib_values,
                                                                              percentile_values):
         thresholds = {percentile_key(percentile): percentile_threshold(p_values, percentile)}
-        thresholds.update({fpr_key(k): v for k, v in fpr_thresholds(values, fprs).items()})
+        thresholds.update({fpr_key(k): v for k, v in
+                           fpr_thresholds(values, fprs, weights=position.get("volume")).items()})
+        slice_thresholds = fpr_thresholds(slice_values, fprs, weights=position.get("slice"))
         extra.update({
-            "percentile_source": p_source, "n_percentile_voxels": int(p_values.size),
+            "percentile_source": p_source, "n_percentile_voxels": int(p_values.size), "weighting": weighting,
             # Thresholds of the raw slice maps (no 3D post-processing), for the exported serving graph.
-            "slice_thresholds": {fpr_key(k): float(v) for k, v in fpr_thresholds(slice_values, fprs).items()},
-            "fpr_curve": fpr_curve(values, slice_values, fprs),
+            "slice_thresholds": {fpr_key(k): float(v) for k, v in slice_thresholds.items()},
+            "fpr_curve": fpr_curve(values, slice_values, fprs, weights=position),
         })
+        if position:
+            extra["position_coverage"] = position["coverage"]
         weights = None if detector.model is None else detector.run.weights_fingerprint()
         calibration = Calibration(method=detector.method.name, thresholds=thresholds, n_voxels=int(values.size),
                                   subject_ids=[p.volume.path for p in calib],
