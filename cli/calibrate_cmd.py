@@ -10,6 +10,7 @@ from tfuad.cli.options import (
     method_option,
     precision_option,
     schedule_options,
+    weighting_option,
 )
 
 
@@ -43,10 +44,7 @@ def parse_fprs(ctx, param, value):
               help="FPR limits on healthy brain voxels.")
 @click.option("--lambdas", default=None, metavar="L1,L2,...", callback=_numbers,
               help="λ grid of the map-tv ε(λ) search [default: 0.25,0.5,1,2,3,4,5,6,8,12].")
-@click.option("--weighting", type=click.Choice(["none", "position"]), default="none", show_default=True,
-              help="How healthy calibration voxels count for the FPR thresholds: each alike (the papers'), or "
-                   "'position': weighted to the calibration brains' axial profile, so that healthy slices from "
-                   "the top and bottom of lesioned brains stand for the whole brain a threshold meets.")
+@weighting_option
 @click.option("--percentile", default=98.0, show_default=True, help="Percentile threshold on healthy training maps.")
 @schedule_options(default="paper")
 @click.option("--median-size", default=5, show_default=True,

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import click
 
-from tfuad.cli.options import FPR, derivatives_option, schedule_options, train_config, training_options
+from tfuad.cli.options import (
+    FPR,
+    derivatives_option,
+    schedule_options,
+    train_config,
+    training_options,
+    weighting_option,
+)
 from tfuad.models import MODEL_NAMES
 
 
@@ -23,8 +30,7 @@ from tfuad.models import MODEL_NAMES
 @click.option("--method", "methods", multiple=True, default=("residual", "intensity"), show_default=True,
               help="Methods to calibrate and evaluate (repeatable); intensity is the reference row.")
 @click.option("--fprs", default="0.01,0.05,0.1", show_default=True, help="FPR limits on healthy brain voxels.")
-@click.option("--weighting", type=click.Choice(["none", "position"]), default="none", show_default=True,
-              help="Calibration voxels each alike, or weighted to the brains' axial profile (see tfuad calibrate).")
+@weighting_option
 @click.option("--median-size", default=5, show_default=True,
               help="Side of the 3D median filter on the maps (paper: 5 at about 1 mm; 1 turns it off).")
 @click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,

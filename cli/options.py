@@ -6,8 +6,8 @@ import math
 
 import click
 
-__all__ = ["schedule_options", "batch_size_option", "precision_option", "method_option", "derivatives_option", "FPR",
-           "training_options", "train_config", "TRAINING_PARAMS"]
+__all__ = ["schedule_options", "batch_size_option", "precision_option", "method_option", "derivatives_option",
+           "weighting_option", "FPR", "training_options", "train_config", "TRAINING_PARAMS"]
 
 
 class _Fraction(click.ParamType):
@@ -81,6 +81,17 @@ def precision_option(command):
                         help="Network precision [default: the one the method was calibrated with, else the "
                              "model's own]; thresholds depend on it, so another one than calibrated is "
                              "refused.")(command)
+
+
+def weighting_option(command):
+    """``--weighting``: how healthy calibration voxels count for the FPR thresholds."""
+    from tfuad.workflows.calibrate import WEIGHTINGS
+
+    return click.option("--weighting", type=click.Choice(WEIGHTINGS), default="none", show_default=True,
+                        help="How healthy calibration voxels count for the FPR thresholds: each alike (the "
+                             "papers'), or 'position': weighted to the calibration brains' axial profile, so that "
+                             "healthy slices from the top and bottom of lesioned brains stand for the whole brain "
+                             "a threshold meets.")(command)
 
 
 def derivatives_option(command):
